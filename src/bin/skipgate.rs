@@ -1,0 +1,3 @@
+fn main() {
+    println!("skipgate {}", env!("CARGO_PKG_VERSION"));
+}

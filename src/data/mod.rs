@@ -1,0 +1,1 @@
+//! Synthetic sequence tasks and character-level text data.

@@ -1,0 +1,147 @@
+//! The only module that multiplies matrices.
+//!
+//! Every layer calls [`gemm`] (or the `matmul` helpers built on it), so the kernel behind it can be
+//! swapped for a faster one in one place. Today it is the `matrixmultiply` crate, which takes
+//! arbitrary row and column strides: transposed views (`w.t()`) cost nothing.
+
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+
+use crate::Scalar;
+
+/// `C ← α·A·B + β·C` with `A: (m, k)`, `B: (k, n)`, `C: (m, n)`.
+///
+/// When `β = 0`, `C` is overwritten without being read (it may hold garbage or NaN).
+///
+/// # Panics
+/// If the shapes do not agree. Layers check user-facing shapes before they get here, so a panic
+/// in this function is a bug in skipgate, not bad input.
+pub fn gemm<F: Scalar>(
+    alpha: F,
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    beta: F,
+    mut c: ArrayViewMut2<'_, F>,
+) {
+    let (m, k) = a.dim();
+    let (k2, n) = b.dim();
+    assert!(
+        k == k2 && c.dim() == (m, n),
+        "gemm: A {:?} · B {:?} does not fit C {:?}",
+        a.dim(),
+        b.dim(),
+        c.dim()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // A·B is the zero matrix; only the β·C part remains.
+        if beta == F::zero() {
+            c.fill(F::zero());
+        } else {
+            c *= beta;
+        }
+        return;
+    }
+    let (rsa, csa) = strides(a.strides());
+    let (rsb, csb) = strides(b.strides());
+    let (rsc, csc) = strides(c.strides());
+    // SAFETY: the pointers come from live ndarray views whose shapes were checked above, and the
+    // strides are the views' own (in elements), which is what matrixmultiply expects.
+    unsafe {
+        if let Some((alpha, beta)) = as_f32(alpha, beta) {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                alpha,
+                a.as_ptr() as *const f32,
+                rsa,
+                csa,
+                b.as_ptr() as *const f32,
+                rsb,
+                csb,
+                beta,
+                c.as_mut_ptr() as *mut f32,
+                rsc,
+                csc,
+            );
+        } else {
+            matrixmultiply::dgemm(
+                m,
+                k,
+                n,
+                alpha.f64(),
+                a.as_ptr() as *const f64,
+                rsa,
+                csa,
+                b.as_ptr() as *const f64,
+                rsb,
+                csb,
+                beta.f64(),
+                c.as_mut_ptr() as *mut f64,
+                rsc,
+                csc,
+            );
+        }
+    }
+}
+
+/// `A·B` as a new matrix.
+pub fn matmul<F: Scalar>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Array2<F> {
+    let mut c = Array2::zeros((a.nrows(), b.ncols()));
+    gemm(F::one(), a, b, F::zero(), c.view_mut());
+    c
+}
+
+fn strides(s: &[isize]) -> (isize, isize) {
+    (s[0], s[1])
+}
+
+/// `Some` when `F` is `f32` (the two branches of [`gemm`] are chosen by type, not by value).
+fn as_f32<F: Scalar>(alpha: F, beta: F) -> Option<(f32, f32)> {
+    if F::BYTES == 4 {
+        Some((alpha.f64() as f32, beta.f64() as f32))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn gemm_matches_hand_computed_product_with_transposes_and_beta() {
+        let a = array![[1.0f64, 2.0], [3.0, 4.0], [5.0, 6.0]]; // (3, 2)
+        let b = array![[1.0f64, 0.0, 2.0], [0.0, 1.0, 3.0]]; // (2, 3)
+        let mut c = Array2::from_elem((3, 3), 1.0f64);
+        gemm(2.0, a.view(), b.view(), 0.5, c.view_mut());
+        let want = array![[2.5, 4.5, 16.5], [6.5, 8.5, 36.5], [10.5, 12.5, 56.5]];
+        assert_eq!(c, want);
+        // Transposed operands: (Bᵀ Aᵀ) = (A B)ᵀ.
+        let ct = matmul(b.t(), a.t());
+        assert_eq!(ct, matmul(a.view(), b.view()).t());
+    }
+
+    #[test]
+    fn gemm_f32_agrees_with_f64() {
+        let a = Array2::from_shape_fn((5, 7), |(i, j)| (i * 7 + j) as f32 * 0.1 - 1.0);
+        let b = Array2::from_shape_fn((7, 4), |(i, j)| (i as f32 - j as f32) * 0.3);
+        let c32 = matmul(a.view(), b.view());
+        let c64 = matmul(a.mapv(|v| v as f64).view(), b.mapv(|v| v as f64).view());
+        for (x, y) in c32.iter().zip(c64.iter()) {
+            assert!((*x as f64 - y).abs() < 1e-5, "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn gemm_with_empty_inner_dimension_scales_c() {
+        let a = Array2::<f32>::zeros((2, 0));
+        let b = Array2::<f32>::zeros((0, 3));
+        let mut c = Array2::from_elem((2, 3), 4.0f32);
+        gemm(1.0, a.view(), b.view(), 0.5, c.view_mut());
+        assert!(c.iter().all(|&v| v == 2.0));
+    }
+}

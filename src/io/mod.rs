@@ -1,0 +1,1 @@
+//! safetensors checkpoints with PyTorch names, atomic writes and resume state.

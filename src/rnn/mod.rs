@@ -1,0 +1,1 @@
+//! Recurrent layers: RNN (tanh, ReLU), LSTM and GRU cells and layers with BPTT.
