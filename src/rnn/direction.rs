@@ -1,0 +1,402 @@
+//! One direction of one recurrent layer over a whole sequence: the forward time loop and the
+//! backpropagation-through-time loop.
+//!
+//! Shapes: `T` time steps, `B` batch rows, `I` input features, `H` hidden units, `G` gate blocks
+//! (1 RNN, 3 GRU, 4 LSTM). Sequences are time-major: row `t·B + b` of an input matrix is time
+//! step `t` of batch row `b`.
+//!
+//! Forward, per direction:
+//! 1. all input projections in one GEMM: `gates = X·W_ihᵀ + b_ih (+ b_hh)`        // (T·B, G·H)
+//! 2. for each step: `gates_t += h_{t−1}·W_hhᵀ`, then the gate math in place    // (B, G·H)
+//!
+//! Backward walks the steps in reverse, carrying `dh` (and `dc`), and stores the gate gradients of
+//! every step; the weight gradients are then three large GEMMs over all steps at once:
+//! `dW_ih += dGᵀ·X`, `dW_hh += dGᵀ·H_prev`, `dX += dG·W_ih`.
+//!
+//! Variable lengths: a row whose sequence has ended (`t ≥ len_b`) keeps its state unchanged and
+//! outputs zeros, in both directions. The reverse direction therefore starts each row at its own
+//! last valid step, exactly as PyTorch's packed sequences do.
+
+use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut3, Axis, Ix1, Ix2, s};
+
+use crate::gemm::gemm;
+use crate::{Param, Scalar};
+
+use super::CellKind;
+use super::math;
+
+/// The four tensors of one direction of one layer, PyTorch layout.
+#[derive(Clone, Debug)]
+pub struct DirectionParams<F: Scalar> {
+    /// `(G·H, I)`: input-to-hidden weights, gate blocks stacked.
+    pub weight_ih: Param<F, Ix2>,
+    /// `(G·H, H)`: hidden-to-hidden weights.
+    pub weight_hh: Param<F, Ix2>,
+    /// `(G·H)`.
+    pub bias_ih: Param<F, Ix1>,
+    /// `(G·H)`.
+    pub bias_hh: Param<F, Ix1>,
+}
+
+/// What the backward pass of one direction needs from its forward pass.
+#[derive(Clone, Debug)]
+pub struct DirectionCache<F> {
+    /// Gate activations of every step, `(T·B, G·H)`; rows of finished sequences are unused.
+    gates: Array2<F>,
+    /// Hidden states in time order, `(T+1, B, H)`: forward holds `h0` at 0 and `h_t` at `t+1`;
+    /// reverse holds `h_t` at `t` and `h0` at `T`.
+    states: Array3<F>,
+    /// LSTM cell states, indexed like `states`; empty `(0, 0, 0)` for other cells.
+    cells: Array3<F>,
+    /// GRU only: `W_hn h_{t−1} + b_hn` of every step, `(T·B, H)`; empty otherwise.
+    hn: Array2<F>,
+}
+
+impl<F: Scalar> DirectionCache<F> {
+    /// The final hidden state `(B, H)`: after the last step of the walk.
+    pub fn h_n(&self, reverse: bool) -> ArrayView2<'_, F> {
+        let last = if reverse {
+            0
+        } else {
+            self.states.len_of(Axis(0)) - 1
+        };
+        self.states.index_axis(Axis(0), last)
+    }
+
+    /// The final LSTM cell state `(B, H)`.
+    pub fn c_n(&self, reverse: bool) -> ArrayView2<'_, F> {
+        let last = if reverse {
+            0
+        } else {
+            self.cells.len_of(Axis(0)) - 1
+        };
+        self.cells.index_axis(Axis(0), last)
+    }
+}
+
+/// Where step `t` reads its previous state and writes its new one, in a `(T+1, B, H)` buffer.
+#[inline]
+fn prev_next(t: usize, reverse: bool) -> (usize, usize) {
+    if reverse { (t + 1, t) } else { (t, t + 1) }
+}
+
+/// Borrows block `prev` for reading and block `next` for writing from one buffer of equal blocks.
+#[inline]
+fn split_prev_next<F>(buf: &mut [F], prev: usize, next: usize, block: usize) -> (&[F], &mut [F]) {
+    if prev < next {
+        let (a, b) = buf.split_at_mut(next * block);
+        (&a[prev * block..(prev + 1) * block], &mut b[..block])
+    } else {
+        let (a, b) = buf.split_at_mut(prev * block);
+        (&b[..block], &mut a[next * block..(next + 1) * block])
+    }
+}
+
+#[inline]
+fn is_active(lengths: Option<&[usize]>, t: usize, b: usize) -> bool {
+    lengths.is_none_or(|l| t < l[b])
+}
+
+impl<F: Scalar> DirectionParams<F> {
+    /// Hidden size `H`.
+    pub fn hidden_size(&self) -> usize {
+        self.weight_hh.value.ncols()
+    }
+
+    /// Runs the recurrence over all `T` steps.
+    ///
+    /// * `x`: `(T·B, I)` time-major inputs; `h0`, `c0`: `(B, H)` (`c0` for the LSTM only).
+    /// * `out`: `(T, B, H)`, receives `h_t` for valid steps and zeros past each row's length.
+    ///
+    /// Shapes are the caller's responsibility (checked by [`super::Recurrent`] and [`super::Cell`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        kind: CellKind,
+        x: ArrayView2<'_, F>,
+        h0: ArrayView2<'_, F>,
+        c0: Option<ArrayView2<'_, F>>,
+        lengths: Option<&[usize]>,
+        reverse: bool,
+        mut out: ArrayViewMut3<'_, F>,
+    ) -> DirectionCache<F> {
+        let (t_len, batch, h) = out.dim();
+        let gh = kind.gates() * h;
+        let bh = batch * h;
+
+        // (T·B, G·H) ← X·W_ihᵀ + b_ih, plus b_hh except for the GRU, whose n-gate needs W_hn h + b_hn apart.
+        let mut gates = Array2::<F>::zeros((t_len * batch, gh));
+        let mut bias = self.bias_ih.value.clone();
+        if kind != CellKind::Gru {
+            bias += &self.bias_hh.value;
+        }
+        gates.assign(&bias.broadcast((t_len * batch, gh)).expect("bias fits"));
+        gemm(
+            F::one(),
+            x,
+            self.weight_ih.value.t(),
+            F::one(),
+            gates.view_mut(),
+        );
+
+        let mut states = Array3::<F>::zeros((t_len + 1, batch, h));
+        let start = if reverse { t_len } else { 0 };
+        states.index_axis_mut(Axis(0), start).assign(&h0);
+        let mut cells = if kind.has_cell_state() {
+            let mut c = Array3::<F>::zeros((t_len + 1, batch, h));
+            if let Some(c0) = c0 {
+                c.index_axis_mut(Axis(0), start).assign(&c0);
+            }
+            c
+        } else {
+            Array3::zeros((0, 0, 0))
+        };
+        let (mut hn, mut recurrent) = if kind == CellKind::Gru {
+            (
+                Array2::<F>::zeros((t_len * batch, h)),
+                Array2::<F>::zeros((batch, gh)),
+            )
+        } else {
+            (Array2::zeros((0, 0)), Array2::zeros((0, 0)))
+        };
+
+        let w_hh_t = self.weight_hh.value.t();
+        let states_buf = states.as_slice_mut().expect("standard layout");
+        let cells_buf = cells.as_slice_mut().expect("standard layout");
+        for step in 0..t_len {
+            let t = if reverse { t_len - 1 - step } else { step };
+            let (prev, next) = prev_next(t, reverse);
+            let (h_prev, h_next) = split_prev_next(states_buf, prev, next, bh);
+            let h_prev_m = ArrayView2::from_shape((batch, h), h_prev).expect("(B, H)");
+            let mut gates_t = gates.slice_mut(s![t * batch..(t + 1) * batch, ..]);
+            if kind == CellKind::Gru {
+                // (B, 3H) ← h_{t−1}·W_hhᵀ + b_hh
+                recurrent.assign(
+                    &self
+                        .bias_hh
+                        .value
+                        .broadcast((batch, gh))
+                        .expect("bias fits"),
+                );
+                gemm(F::one(), h_prev_m, w_hh_t, F::one(), recurrent.view_mut());
+            } else {
+                gemm(F::one(), h_prev_m, w_hh_t, F::one(), gates_t.view_mut());
+            }
+            let gates_t = gates_t.as_slice_mut().expect("contiguous rows");
+            let (c_prev, c_next) = if kind.has_cell_state() {
+                split_prev_next(cells_buf, prev, next, bh)
+            } else {
+                (&[][..], &mut [][..])
+            };
+            for b in 0..batch {
+                let row = b * h..(b + 1) * h;
+                if !is_active(lengths, t, b) {
+                    h_next[row.clone()].copy_from_slice(&h_prev[row.clone()]);
+                    if kind.has_cell_state() {
+                        c_next[row.clone()].copy_from_slice(&c_prev[row]);
+                    }
+                    continue;
+                }
+                let g_row = &mut gates_t[b * gh..(b + 1) * gh];
+                match kind {
+                    CellKind::Tanh | CellKind::Relu => {
+                        math::rnn_forward(kind, g_row, &mut h_next[row])
+                    }
+                    CellKind::Lstm => math::lstm_forward(
+                        g_row,
+                        &c_prev[row.clone()],
+                        &mut c_next[row.clone()],
+                        &mut h_next[row],
+                    ),
+                    CellKind::Gru => {
+                        let r_row = recurrent.row(b);
+                        let r_row = r_row.as_slice().expect("contiguous");
+                        math::gru_forward(g_row, r_row, &h_prev[row.clone()], &mut h_next[row]);
+                        hn.row_mut(t * batch + b)
+                            .as_slice_mut()
+                            .expect("contiguous")
+                            .copy_from_slice(&r_row[2 * h..]);
+                    }
+                }
+            }
+            let h_next_m = ArrayView2::from_shape((batch, h), &*h_next).expect("(B, H)");
+            let mut out_t = out.index_axis_mut(Axis(0), t);
+            out_t.assign(&h_next_m);
+            for b in 0..batch {
+                if !is_active(lengths, t, b) {
+                    out_t.row_mut(b).fill(F::zero());
+                }
+            }
+        }
+        DirectionCache {
+            gates,
+            states,
+            cells,
+            hn,
+        }
+    }
+
+    /// Backpropagation through time for this direction.
+    ///
+    /// * `x`: the `(T·B, I)` inputs of the forward pass; `cache`: what it kept.
+    /// * `d_out`: `(T, B, H)` = ∂L/∂output (ignored past each row's length, where the output is constant 0).
+    /// * `dh_n`, `dc_n`: `(B, H)` = ∂L/∂h_n, ∂L/∂c_n.
+    /// * `dx`: `(T·B, I)`, receives `+= ∂L/∂x`; parameter gradients are accumulated in `self`.
+    /// * `step_norms`: `(T)`, receives ‖∂L/∂h_t‖ (over the whole batch) for every step.
+    ///
+    /// Returns ∂L/∂h0 and (LSTM) ∂L/∂c0, each `(B, H)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &mut self,
+        kind: CellKind,
+        x: ArrayView2<'_, F>,
+        cache: &DirectionCache<F>,
+        d_out: ArrayView3<'_, F>,
+        dh_n: ArrayView2<'_, F>,
+        dc_n: Option<ArrayView2<'_, F>>,
+        lengths: Option<&[usize]>,
+        reverse: bool,
+        dx: ndarray::ArrayViewMut2<'_, F>,
+        step_norms: &mut [f64],
+    ) -> (Array2<F>, Option<Array2<F>>) {
+        let (t_len, batch, h) = d_out.dim();
+        let gh = kind.gates() * h;
+        let bh = batch * h;
+        let mut dh = dh_n.to_owned(); // (B, H): ∂L/∂h at the step being processed
+        let mut dc = if kind.has_cell_state() {
+            dc_n.map_or_else(|| Array2::zeros((batch, h)), |d| d.to_owned())
+        } else {
+            Array2::zeros((0, 0))
+        };
+        let mut d_gates = Array2::<F>::zeros((t_len * batch, gh)); // (T·B, G·H) ∂L/∂(input-side pre-activations)
+        // GRU: ∂L/∂(W_hh h + b_hh) differs from d_gates in the n block; other cells share d_gates.
+        let mut d_recurrent = if kind == CellKind::Gru {
+            Array2::<F>::zeros((t_len * batch, gh))
+        } else {
+            Array2::zeros((0, 0))
+        };
+        let states = cache.states.as_slice().expect("standard layout");
+        let cells = cache.cells.as_slice().expect("standard layout");
+        let w_hh = self.weight_hh.value.view();
+
+        for step in 0..t_len {
+            let t = if reverse { step } else { t_len - 1 - step };
+            let (prev, next) = prev_next(t, reverse);
+            let d_out_t = d_out.index_axis(Axis(0), t);
+            for b in 0..batch {
+                if is_active(lengths, t, b) {
+                    let mut row = dh.row_mut(b);
+                    row += &d_out_t.row(b);
+                }
+            }
+            step_norms[t] = dh.iter().map(|v| v.f64() * v.f64()).sum::<f64>().sqrt();
+
+            let rows = t * batch..(t + 1) * batch;
+            let dh_buf = dh.as_slice_mut().expect("standard layout");
+            let dc_buf = dc.as_slice_mut().expect("standard layout");
+            for b in 0..batch {
+                if !is_active(lengths, t, b) {
+                    continue; // the state was carried: dh, dc pass through unchanged
+                }
+                let row = b * h..(b + 1) * h;
+                let acts = cache.gates.row(t * batch + b);
+                let acts = acts.as_slice().expect("contiguous");
+                let mut dg_row = d_gates.row_mut(t * batch + b);
+                let dg_row = dg_row.as_slice_mut().expect("contiguous");
+                match kind {
+                    CellKind::Tanh | CellKind::Relu => {
+                        math::rnn_backward(kind, acts, &mut dh_buf[row], dg_row)
+                    }
+                    CellKind::Lstm => {
+                        let c_prev = &cells[prev * bh + b * h..prev * bh + (b + 1) * h];
+                        let c = &cells[next * bh + b * h..next * bh + (b + 1) * h];
+                        math::lstm_backward(
+                            acts,
+                            c_prev,
+                            c,
+                            &mut dh_buf[row.clone()],
+                            &mut dc_buf[row],
+                            dg_row,
+                        );
+                    }
+                    CellKind::Gru => {
+                        let h_prev = &states[prev * bh + b * h..prev * bh + (b + 1) * h];
+                        let hn = cache.hn.row(t * batch + b);
+                        let mut dr_row = d_recurrent.row_mut(t * batch + b);
+                        math::gru_backward(
+                            acts,
+                            hn.as_slice().expect("contiguous"),
+                            h_prev,
+                            &mut dh_buf[row],
+                            dg_row,
+                            dr_row.as_slice_mut().expect("contiguous"),
+                        );
+                    }
+                }
+            }
+            // dh_{t−1} = (direct part left in dh) + dG_t·W_hh   (B, G·H)·(G·H, H)
+            let d_rec_t = if kind == CellKind::Gru {
+                d_recurrent.slice(s![rows, ..])
+            } else {
+                d_gates.slice(s![rows, ..])
+            };
+            gemm(F::one(), d_rec_t, w_hh, F::one(), dh.view_mut());
+        }
+
+        // Weight gradients over all steps at once.
+        let h_prev_all = if reverse {
+            cache.states.slice(s![1.., .., ..])
+        } else {
+            cache.states.slice(s![..t_len, .., ..])
+        };
+        let h_prev_all = h_prev_all
+            .to_shape((t_len * batch, h))
+            .expect("contiguous states");
+        let d_rec = if kind == CellKind::Gru {
+            d_recurrent.view()
+        } else {
+            d_gates.view()
+        };
+        gemm(
+            F::one(),
+            d_gates.t(),
+            x,
+            F::one(),
+            self.weight_ih.grad.view_mut(),
+        );
+        gemm(
+            F::one(),
+            d_rec.t(),
+            h_prev_all.view(),
+            F::one(),
+            self.weight_hh.grad.view_mut(),
+        );
+        self.bias_ih.grad += &d_gates.sum_axis(Axis(0));
+        self.bias_hh.grad += &d_rec.sum_axis(Axis(0));
+        gemm(
+            F::one(),
+            d_gates.view(),
+            self.weight_ih.value.view(),
+            F::one(),
+            dx,
+        );
+
+        let dc0 = kind.has_cell_state().then_some(dc);
+        (dh, dc0)
+    }
+}
+
+/// Zero-initialised parameters of the right shapes (the caller initialises them).
+pub fn zeros<F: Scalar>(
+    kind: CellKind,
+    input_size: usize,
+    hidden_size: usize,
+) -> DirectionParams<F> {
+    let gh = kind.gates() * hidden_size;
+    DirectionParams {
+        weight_ih: Param::new(Array2::zeros((gh, input_size))),
+        weight_hh: Param::new(Array2::zeros((gh, hidden_size))),
+        bias_ih: Param::new(Array1::zeros(gh)),
+        bias_hh: Param::new(Array1::zeros(gh)),
+    }
+}
