@@ -200,7 +200,7 @@ fn check_embedding(padding_idx: Option<usize>) {
         ATOL,
     );
     // Repeated id 2 (three times) receives the sum of its three upstream rows.
-    let want = &g.row(0) + &g.row(2) + &g.row(5);
+    let want = &g.row(0) + &g.row(2) + g.row(5);
     let got = analytic[0]
         .1
         .clone()

@@ -111,12 +111,13 @@ impl<F: Scalar> Linear<F> {
 
     /// `y = x·Wᵀ + b`; `x: (N, in_features) → y: (N, out_features)`.
     ///
-    /// In [`Mode::Train`] a copy of `x` is kept for [`Linear::backward`]; in [`Mode::Eval`] nothing
-    /// is kept (and an earlier cache is dropped).
+    /// In [`Mode::Train`] a copy of `x` is kept for [`Linear::backward`]; in [`Mode::Eval`] (or on
+    /// error) nothing is kept, and an earlier cache is dropped.
     ///
     /// # Errors
     /// [`Error::Shape`] if `x` does not have `in_features` columns.
     pub fn forward(&mut self, x: ArrayView2<'_, F>, mode: Mode) -> Result<Array2<F>> {
+        self.x = None;
         let (n, k) = x.dim();
         if k != self.in_features() {
             return Err(Error::shape(
