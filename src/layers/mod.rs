@@ -1,1 +1,18 @@
 //! Layers with explicit forward and hand-written backward.
+//!
+//! | layer | forward | parameters |
+//! |---|---|---|
+//! | [`Linear`] | `y = x·Wᵀ + b`, `(N, in) → (N, out)` | `weight (out, in)`, `bias (out)` |
+//! | [`Embedding`] | `y[i] = W[ids[i]]`, `(L) → (L, D)` | `weight (V, D)` |
+//! | [`Tanh`], [`Sigmoid`], [`Relu`] | elementwise, any shape | — |
+//! | [`Dropout`] | `y = x ⊙ mask` (train), `y = x` (eval), any shape | — |
+
+pub mod activation;
+pub mod dropout;
+pub mod embedding;
+pub mod linear;
+
+pub use activation::{Relu, Sigmoid, Tanh};
+pub use dropout::{Dropout, dropout_mask};
+pub use embedding::Embedding;
+pub use linear::{Linear, LinearConfig};
