@@ -4,6 +4,7 @@
 use ndarray::{Array2, Array3, ArrayView3, Axis, s};
 
 use crate::error::check_shape;
+use crate::layers::dropout_mask;
 use crate::module::ParamVisitor;
 use crate::{Error, Mode, Module, Result, Rng, Scalar, init};
 
@@ -326,7 +327,7 @@ impl<F: Scalar> Recurrent<F> {
             .has_cell_state()
             .then(|| Array3::<F>::zeros((ld, batch, h)));
         let mut caches = Vec::new();
-        let mut dropout_mask = None;
+        let mut pending_mask = None;
         let lengths = inp.lengths;
 
         for l in 0..cfg.num_layers {
@@ -359,7 +360,7 @@ impl<F: Scalar> Recurrent<F> {
             if mode.is_train() {
                 caches.push(LayerCache {
                     input: layer_in,
-                    dropout_mask: dropout_mask.take(),
+                    dropout_mask: pending_mask.take(),
                     dirs: dir_caches,
                 });
             }
@@ -367,9 +368,11 @@ impl<F: Scalar> Recurrent<F> {
                 .into_shape_with_order((t_len * batch, dirs * h))
                 .expect("standard layout");
             if l + 1 < cfg.num_layers && mode.is_train() && cfg.dropout > 0.0 {
-                let mask = dropout_mask_2d::<F>((t_len * batch, dirs * h), cfg.dropout, rng);
+                let mask = dropout_mask::<F>(&[t_len * batch, dirs * h], cfg.dropout, rng)
+                    .into_dimensionality()
+                    .expect("2-D mask");
                 next *= &mask;
-                dropout_mask = Some(mask);
+                pending_mask = Some(mask);
             }
             layer_in = next;
         }
@@ -601,11 +604,6 @@ fn layer_input_size(cfg: &RecurrentConfig, l: usize) -> usize {
     } else {
         cfg.output_size()
     }
-}
-
-fn dropout_mask_2d<F: Scalar>(shape: (usize, usize), p: f64, rng: &mut Rng) -> Array2<F> {
-    let keep = F::of(1.0 / (1.0 - p));
-    Array2::from_shape_simple_fn(shape, || if rng.uniform() < p { F::zero() } else { keep })
 }
 
 impl<F: Scalar> Module<F> for Recurrent<F> {
