@@ -6,11 +6,14 @@ use std::str::FromStr;
 use crate::Error;
 
 /// The cell type of a recurrent layer, with PyTorch's gate layout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum CellKind {
     /// Vanilla RNN, `h' = tanh(W_ih x + b_ih + W_hh h + b_hh)` (`nn.RNN`, the default nonlinearity).
+    #[serde(rename = "rnn")]
     Tanh,
     /// Vanilla RNN with ReLU, `h' = relu(…)` (`nn.RNN(nonlinearity='relu')`).
+    #[serde(rename = "rnn-relu")]
     Relu,
     /// LSTM with gates i, f, g, o stacked in that order (`nn.LSTM`).
     Lstm,

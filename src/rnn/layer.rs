@@ -12,7 +12,7 @@ use super::CellKind;
 use super::direction::{self, DirectionCache, DirectionParams};
 
 /// Architecture of a [`Recurrent`] layer (PyTorch's constructor arguments).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RecurrentConfig {
     /// Cell type.
     pub kind: CellKind,
@@ -102,7 +102,7 @@ impl RecurrentConfig {
 }
 
 /// Initialisation choices beyond PyTorch's default (every tensor U(−1/√H, 1/√H)).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RecurrentInit {
     /// LSTM only: set the forget-gate block of `bias_ih` to this value and of `bias_hh` to 0,
     /// so the forget gate starts near σ(value) (1.0 is the usual choice).
@@ -164,6 +164,33 @@ pub struct SeqOutput<F> {
     pub h_n: Array3<F>,
     /// `(L·D, B, H)`: the same for the LSTM cell state; `None` for RNN and GRU.
     pub c_n: Option<Array3<F>>,
+}
+
+impl<F: Scalar> SeqOutput<F> {
+    /// The final states, to start the next chunk of a stream from (truncated BPTT) or to continue
+    /// generating.
+    pub fn state(&self) -> RnnState<F> {
+        RnnState {
+            h: self.h_n.clone(),
+            c: self.c_n.clone(),
+        }
+    }
+}
+
+/// A recurrent state: `h` `(L·D, B, H)` and, for the LSTM, `c` of the same shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RnnState<F> {
+    pub h: Array3<F>,
+    pub c: Option<Array3<F>>,
+}
+
+impl<'a, F> SeqInput<'a, F> {
+    /// Starts from `state` (`h0` and, when present, `c0`).
+    pub fn state(mut self, state: &'a RnnState<F>) -> Self {
+        self.h0 = Some(state.h.view());
+        self.c0 = state.c.as_ref().map(|c| c.view());
+        self
+    }
 }
 
 /// Gradients returned by [`Recurrent::backward`].

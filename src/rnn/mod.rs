@@ -18,4 +18,6 @@ pub mod math;
 pub use cell::{Cell, CellGrads, CellOutput};
 pub use direction::{DirectionCache, DirectionParams};
 pub use kind::CellKind;
-pub use layer::{Recurrent, RecurrentConfig, RecurrentInit, SeqGrads, SeqInput, SeqOutput};
+pub use layer::{
+    Recurrent, RecurrentConfig, RecurrentInit, RnnState, SeqGrads, SeqInput, SeqOutput,
+};
