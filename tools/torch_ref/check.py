@@ -1,0 +1,309 @@
+"""Re-verify the committed fixtures independently of the generators.
+
+Reloads every tests/fixtures/**.safetensors and checks
+  * the metadata (config / generator / torch) and the dtype / contiguity conventions;
+  * layers, losses: closed-form float64 formulas (numpy) for forward and gradients;
+  * rnn: a hand-written float64 recurrence (no nn.RNN/LSTM/GRU; explicit gate order, explicit
+    masking for `lengths`), differentiated with autograd, against every stored output and gradient;
+  * optim: hand-written float64 SGD / Adam / AdamW updates with global-norm clipping.
+Exits non-zero on the first mismatch.
+"""
+
+import json
+import sys
+
+sys.dont_write_bytecode = True  # keep tools/torch_ref free of __pycache__
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import FIXTURES, REPO_ROOT  # noqa: E402
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def load(path: Path):
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    return meta, tensors
+
+
+def close(name: str, got, want, rtol=RTOL, atol=ATOL) -> float:
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        raise AssertionError(f"{name}: shape {got.shape} != {want.shape}")
+    if not np.allclose(got, want, rtol=rtol, atol=atol):
+        err = np.max(np.abs(got - want))
+        raise AssertionError(f"{name}: max abs err {err:.3e}")
+    return float(np.max(np.abs(got - want))) if got.size else 0.0
+
+
+def np64(t: torch.Tensor) -> np.ndarray:
+    return t.double().numpy()
+
+
+# ---------------------------------------------------------------- structure
+def check_structure(path: Path, meta: dict, t: dict) -> dict:
+    for key in ("config", "generator", "torch"):
+        assert key in meta, f"{path}: missing metadata {key}"
+    gen = REPO_ROOT / meta["generator"]
+    assert gen.is_file(), f"{path}: generator {meta['generator']} not found"
+    for k, v in t.items():
+        assert v.dtype in (torch.float32, torch.int64), f"{path}:{k} dtype {v.dtype}"
+        assert v.is_contiguous()
+    return json.loads(meta["config"])
+
+
+# ---------------------------------------------------------------- layers
+def check_layers(case: str, cfg: dict, t: dict) -> None:
+    if cfg["op"] == "linear":
+        x, w, go = np64(t["input"]), np64(t["weight"]), np64(t["grad_output"])
+        b = np64(t["bias"]) if cfg["bias"] else np.zeros(w.shape[0])
+        assert ("bias" in t) == cfg["bias"] and ("grad.bias" in t) == cfg["bias"]
+        close("output", t["output"], x @ w.T + b)
+        close("grad.input", t["grad.input"], go @ w)
+        close("grad.weight", t["grad.weight"], go.T @ x)
+        if cfg["bias"]:
+            close("grad.bias", t["grad.bias"], go.sum(0))
+    elif cfg["op"] == "embedding":
+        ids, w, go = t["ids"].numpy(), np64(t["weight"]), np64(t["grad_output"])
+        assert len(np.unique(ids)) < len(ids), "ids must contain repeats"
+        close("output", t["output"], w[ids])
+        gw = np.zeros_like(w)
+        for i, row in zip(ids, go):
+            if cfg["padding_idx"] is None or i != cfg["padding_idx"]:
+                gw[i] += row
+        close("grad.weight", t["grad.weight"], gw)
+        if cfg["padding_idx"] is not None:
+            assert (ids == cfg["padding_idx"]).any()
+            assert not w[cfg["padding_idx"]].any(), "padding row is initialised to zero"
+    else:
+        x, go = np64(t["input"]), np64(t["grad_output"])
+        assert np.abs(x).min() >= 1e-3
+        if case == "tanh":
+            y = np.tanh(x)
+            d = 1 - y * y
+        elif case == "sigmoid":
+            y = 1 / (1 + np.exp(-x))
+            d = y * (1 - y)
+        else:
+            y = np.maximum(x, 0)
+            d = (x > 0).astype(np.float64)
+        close("output", t["output"], y)
+        close("grad.input", t["grad.input"], go * d)
+
+
+# ---------------------------------------------------------------- loss
+def check_loss(case: str, cfg: dict, t: dict) -> None:
+    if cfg["op"] == "mse":
+        x, y = np64(t["input"]), np64(t["target"])
+        close("loss", t["loss"], np.mean((x - y) ** 2))
+        close("grad.input", t["grad.input"], 2 * (x - y) / x.size)
+        return
+    z, tg = np64(t["logits"]), t["targets"].numpy()
+    assert t["loss"].shape == ()
+    ignore = cfg["ignore_index"]
+    keep = np.ones(len(tg), bool) if ignore is None else tg != ignore
+    if ignore is not None:
+        assert (~keep).any(), "ignore case must contain ignored targets"
+    m = z.max(1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(z - m).sum(1))
+    p = np.exp(z - lse[:, None])
+    rows = np.nonzero(keep)[0]
+    n = len(rows)
+    loss = np.sum(lse[rows] - z[rows, tg[rows]]) / n
+    grad = np.zeros_like(z)
+    grad[rows] = p[rows]
+    grad[rows, tg[rows]] -= 1
+    grad /= n
+    close("loss", t["loss"], loss, rtol=1e-6)
+    close("grad.logits", t["grad.logits"], grad)
+
+
+# ---------------------------------------------------------------- rnn
+def cell_step(mode, x, h, c, w_ih, w_hh, b_ih, b_hh):
+    gi = x @ w_ih.T + b_ih
+    gh = h @ w_hh.T + b_hh
+    if mode == "RNN_TANH":
+        return torch.tanh(gi + gh), None, gi + gh
+    if mode == "RNN_RELU":
+        return torch.relu(gi + gh), None, gi + gh
+    if mode == "LSTM":
+        i, f, g, o = (gi + gh).chunk(4, dim=1)  # PyTorch gate order i, f, g, o
+        c1 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c1), c1, None
+    if mode == "GRU":
+        ir, iz, in_ = gi.chunk(3, dim=1)  # PyTorch gate order r, z, n
+        hr, hz, hn = gh.chunk(3, dim=1)
+        r = torch.sigmoid(ir + hr)
+        z = torch.sigmoid(iz + hz)
+        n = torch.tanh(in_ + r * hn)  # reset applied after the recurrent matmul (incl. bias)
+        return (1 - z) * n + z * h, None, None
+    raise ValueError(mode)
+
+
+def leaf(t):
+    return t.double().clone().requires_grad_(True)
+
+
+def check_rnn(case: str, cfg: dict, t: dict) -> float:
+    """Returns the smallest |pre-activation| seen (relevant for RNN_RELU)."""
+    mode, H = cfg["mode"], cfg["hidden_size"]
+    lstm = mode == "LSTM"
+    params = {k: leaf(v) for k, v in t.items() if k.startswith(("weight_", "bias_"))}
+    min_pre = [float("inf")]
+
+    def step(x, h, c, sfx):
+        p = [params[f"{n}{sfx}"] for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        h1, c1, pre = cell_step(mode, x, h, c, *p)
+        if pre is not None:
+            min_pre[0] = min(min_pre[0], pre.detach().abs().min().item())
+        return h1, c1
+
+    if cfg.get("cell"):
+        x, hx = leaf(t["input"]), leaf(t["hx"])
+        cx = leaf(t["cx"]) if lstm else None
+        h1, c1 = step(x, hx, cx, "")
+        loss = (h1 * t["grad_h1"].double()).sum()
+        close("h1", t["h1"], h1.detach())
+        leaves = {"input": x, "hx": hx}
+        if lstm:
+            loss = loss + (c1 * t["grad_c1"].double()).sum()
+            close("c1", t["c1"], c1.detach())
+            leaves["cx"] = cx
+    else:
+        L, D = cfg["num_layers"], 2 if cfg["bidirectional"] else 1
+        bf = cfg["batch_first"]
+        x_in = leaf(t["input"])
+        x = x_in.transpose(0, 1) if bf else x_in  # (T, B, I)
+        T, B = x.shape[0], x.shape[1]
+        lengths = t["lengths"].tolist() if cfg["has_lengths"] else [T] * B
+        assert ("lengths" in t) == cfg["has_lengths"] and ("h0" in t) == cfg["has_h0"]
+        mask = torch.tensor([[tt < n for n in lengths] for tt in range(T)])[..., None]  # (T, B, 1)
+        leaves = {"input": x_in}
+        if cfg["has_h0"]:
+            h0 = leaves["h0"] = leaf(t["h0"])
+            if lstm:
+                c0 = leaves["c0"] = leaf(t["c0"])
+        else:
+            h0 = torch.zeros(L * D, B, H, dtype=torch.float64)
+        if not lstm or not cfg["has_h0"]:
+            c0 = torch.zeros(L * D, B, H, dtype=torch.float64)
+        layer_in, h_n, c_n = x, [], []
+        zero = torch.zeros(B, H, dtype=torch.float64)
+        for layer in range(L):
+            outs = []
+            for d in range(D):
+                sfx = f"_l{layer}" + ("_reverse" if d else "")
+                h, c = h0[layer * D + d], c0[layer * D + d]
+                out = [None] * T
+                for tt in range(T) if d == 0 else reversed(range(T)):
+                    h1, c1 = step(layer_in[tt], h, c, sfx)
+                    m = mask[tt]
+                    out[tt] = torch.where(m, h1, zero)  # padded positions: output 0
+                    h = torch.where(m, h1, h)  # state frozen outside the valid range
+                    if lstm:
+                        c = torch.where(m, c1, c)
+                outs.append(torch.stack(out))
+                h_n.append(h)
+                c_n.append(c)
+            layer_in = torch.cat(outs, dim=2)
+        output = layer_in.transpose(0, 1) if bf else layer_in
+        h_n = torch.stack(h_n)
+        close("output", t["output"], output.detach())
+        close("h_n", t["h_n"], h_n.detach())
+        loss = (output * t["grad_output"].double()).sum() + (h_n * t["grad_h_n"].double()).sum()
+        if lstm:
+            c_n = torch.stack(c_n)
+            close("c_n", t["c_n"], c_n.detach())
+            loss = loss + (c_n * t["grad_c_n"].double()).sum()
+        if cfg["has_lengths"]:
+            pad = ~mask[..., 0]
+            pad = pad.T if bf else pad
+            assert (t["output"][pad] == 0).all() and (t["grad.input"][pad] == 0).all()
+    loss.backward()
+    leaves.update(params)
+    expected = {f"grad.{k}" for k in leaves}
+    stored = {k for k in t if k.startswith("grad.")}
+    assert expected == stored, f"grad keys differ: {sorted(expected ^ stored)}"
+    for k, v in leaves.items():
+        close(f"grad.{k}", t[f"grad.{k}"], v.grad)
+    return min_pre[0]
+
+
+# ---------------------------------------------------------------- optim
+def check_optim(case: str, cfg: dict, t: dict) -> None:
+    x, y = np64(t["x"]), np64(t["y"])
+    p = {"weight": np64(t["init.weight"]), "bias": np64(t["init.bias"])}
+    buf, m, v = {}, {}, {}
+    clipped = []
+    for k in range(1, cfg["steps"] + 1):
+        r = x @ p["weight"].T + p["bias"] - y
+        loss = np.mean(r * r)
+        g = {"weight": 2 * r.T @ x / r.size, "bias": 2 * r.sum(0) / r.size}
+        total = np.sqrt(sum(np.sum(gi * gi) for gi in g.values()))
+        coef = cfg["max_norm"] / (total + cfg["clip_eps"])
+        if coef < 1:
+            clipped.append(k)
+            g = {n: gi * coef for n, gi in g.items()}
+        lr, wd = cfg["lr"], cfg["weight_decay"]
+        for n in p:
+            gi = g[n]
+            if cfg["optimizer"] == "SGD":
+                gi = gi + wd * p[n]
+                buf[n] = gi.copy() if k == 1 else cfg["momentum"] * buf[n] + (1 - cfg["dampening"]) * gi
+                gi = gi + cfg["momentum"] * buf[n] if cfg["nesterov"] else buf[n]
+                p[n] = p[n] - lr * gi
+            else:
+                b1, b2 = cfg["betas"]
+                if cfg["optimizer"] == "AdamW":
+                    p[n] = p[n] * (1 - lr * wd)
+                else:
+                    gi = gi + wd * p[n]
+                m[n] = b1 * m.get(n, 0) + (1 - b1) * gi
+                v[n] = b2 * v.get(n, 0) + (1 - b2) * gi * gi
+                denom = np.sqrt(v[n]) / np.sqrt(1 - b2**k) + cfg["eps"]
+                p[n] = p[n] - lr / (1 - b1**k) * m[n] / denom
+        close(f"step{k}.loss", t[f"step{k}.loss"], loss)
+        close(f"step{k}.grad_norm", t[f"step{k}.grad_norm"], total)
+        close(f"step{k}.weight", t[f"step{k}.weight"], p["weight"])
+        close(f"step{k}.bias", t[f"step{k}.bias"], p["bias"])
+    assert clipped == cfg["clipped_steps"], (clipped, cfg["clipped_steps"])
+
+
+def main() -> None:
+    files = sorted(FIXTURES.rglob("*.safetensors"))
+    total = 0
+    for path in files:
+        meta, t = load(path)
+        cfg = check_structure(path, meta, t)
+        group, case = path.parent.name, path.stem
+        note = ""
+        try:
+            if group == "layers":
+                check_layers(case, cfg, t)
+            elif group == "loss":
+                check_loss(case, cfg, t)
+            elif group == "rnn":
+                mp = check_rnn(case, cfg, t)
+                if cfg["mode"] == "RNN_RELU":
+                    note = f"  (min |relu pre-activation| = {mp:.2e})"
+            elif group == "optim":
+                check_optim(case, cfg, t)
+            else:
+                raise AssertionError(f"unknown group {group}")
+        except AssertionError as e:
+            sys.exit(f"FAIL {path.relative_to(REPO_ROOT)}: {e}")
+        size = path.stat().st_size
+        total += size
+        print(f"ok  {group}/{case}.safetensors  {size} B{note}")
+    print(f"{len(files)} fixtures, {total} bytes, all verified")
+
+
+if __name__ == "__main__":
+    main()

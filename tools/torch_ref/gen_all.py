@@ -1,0 +1,28 @@
+"""Regenerate every fixture under tests/fixtures/ (then run check.py to re-verify them).
+
+    python3 -m venv .venv-torch
+    .venv-torch/bin/pip install torch numpy safetensors
+    .venv-torch/bin/python tools/torch_ref/gen_all.py
+    .venv-torch/bin/python tools/torch_ref/check.py
+"""
+
+import sys
+
+sys.dont_write_bytecode = True  # keep tools/torch_ref free of __pycache__
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import layers  # noqa: E402
+import loss  # noqa: E402
+import optim  # noqa: E402
+import rnn  # noqa: E402
+
+
+def main() -> None:
+    for module in (layers, loss, rnn, optim):
+        module.main()
+
+
+if __name__ == "__main__":
+    main()
