@@ -10,7 +10,7 @@
 //! | [`copy_task`] | ids `(N, S+D+1+S)` | the `S` symbols on the last `S` steps, else [`IGNORE`] | uniform guess: CE `ln K` |
 //! | [`TextCorpus`] | char ids `(B, T)` | the next char ids `(B, T)` | unigram entropy |
 //!
-//! Every generator takes an explicit [`Rng`](crate::Rng): the same seed gives the same data.
+//! Every generator takes an explicit [`Rng`]: the same seed gives the same data.
 
 pub mod tasks;
 pub mod text;
