@@ -4,7 +4,7 @@
 //!   never leaves a half-written file.
 //! * [`TensorFile`]: the named tensors and string metadata of one safetensors file, read and
 //!   written in the format `safetensors.torch.save_file` / `load_file` use.
-//! * [`state_dict`] / [`load_state_dict`]: a [`Module`](crate::Module)'s parameters and buffers
+//! * [`state_dict()`] / [`load_state_dict`]: a [`Module`](crate::Module)'s parameters and buffers
 //!   under their PyTorch names, loaded with PyTorch's `strict=True` rules;
 //!   [`save_model`] / [`load_model`] do the same through a file.
 //!

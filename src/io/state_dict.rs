@@ -1,6 +1,6 @@
 //! PyTorch-style `state_dict`s: every parameter and buffer of a [`Module`] under its PyTorch name.
 //!
-//! [`state_dict`] collects them into a [`TensorFile`]; [`load_state_dict`] copies a file back into
+//! [`state_dict()`] collects them into a [`TensorFile`]; [`load_state_dict`] copies a file back into
 //! a model with PyTorch's `strict=True` rules: the keys must match exactly and every shape must
 //! match. All problems are collected and reported together, and the model is left untouched
 //! unless everything matches.

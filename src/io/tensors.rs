@@ -290,7 +290,7 @@ impl TensorFile {
         })?;
         let Value::Object(entries) = header else {
             return Err(bad(format!(
-                "the header is JSON {}, expected an object of tensor entries",
+                "the header is valid JSON but {}, expected an object of tensor entries",
                 json_kind(&header)
             )));
         };
