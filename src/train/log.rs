@@ -70,7 +70,12 @@ pub struct MetricsLog {
 impl MetricsLog {
     /// Opens the log in `dir`. A fresh run truncates it; a resumed run keeps the records up to
     /// `keep_through` (the checkpoint's step) and drops the rest, which a crash left behind.
-    pub fn open(dir: &Path, format: LogFormat, eval_columns: &[String], keep_through: Option<u64>) -> Result<Self> {
+    pub fn open(
+        dir: &Path,
+        format: LogFormat,
+        eval_columns: &[String],
+        keep_through: Option<u64>,
+    ) -> Result<Self> {
         let path = dir.join(format.file_name());
         let mut kept = Vec::new();
         if let Some(limit) = keep_through
@@ -85,7 +90,11 @@ impl MetricsLog {
         }
         let mut content = String::new();
         if format == LogFormat::Csv {
-            let header: Vec<&str> = COLUMNS.iter().copied().chain(eval_columns.iter().map(String::as_str)).collect();
+            let header: Vec<&str> = COLUMNS
+                .iter()
+                .copied()
+                .chain(eval_columns.iter().map(String::as_str))
+                .collect();
             content.push_str(&header.join(","));
             content.push('\n');
         }
@@ -94,7 +103,10 @@ impl MetricsLog {
             content.push('\n');
         }
         write_atomic(&path, content.as_bytes())?;
-        let file = OpenOptions::new().append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
         Ok(MetricsLog {
             file,
             path,
@@ -115,7 +127,12 @@ impl MetricsLog {
                 let mut obj = serde_json::Map::new();
                 obj.insert("step".into(), r.step.into());
                 obj.insert("kind".into(), r.kind.into());
-                for (k, v) in [("loss", r.loss), ("lr", r.lr), ("grad_norm", r.grad_norm), ("items_per_s", r.items_per_s)] {
+                for (k, v) in [
+                    ("loss", r.loss),
+                    ("lr", r.lr),
+                    ("grad_norm", r.grad_norm),
+                    ("items_per_s", r.items_per_s),
+                ] {
                     if let Some(v) = v {
                         obj.insert(k.into(), json_number(v));
                     }
@@ -127,9 +144,20 @@ impl MetricsLog {
             }
             LogFormat::Csv => {
                 let opt = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_default();
-                let mut cells = vec![r.step.to_string(), r.kind.to_string(), opt(r.loss), opt(r.lr), opt(r.grad_norm), opt(r.items_per_s)];
+                let mut cells = vec![
+                    r.step.to_string(),
+                    r.kind.to_string(),
+                    opt(r.loss),
+                    opt(r.lr),
+                    opt(r.grad_norm),
+                    opt(r.items_per_s),
+                ];
                 for col in &self.eval_columns {
-                    cells.push(opt(r.metrics.iter().find(|(k, _)| k == col).map(|(_, v)| *v)));
+                    cells.push(opt(r
+                        .metrics
+                        .iter()
+                        .find(|(k, _)| k == col)
+                        .map(|(_, v)| *v)));
                 }
                 cells.join(",")
             }
@@ -140,13 +168,19 @@ impl MetricsLog {
 
 /// JSON has no NaN or infinity: those are written as strings, so the line stays valid JSON.
 fn json_number(v: f64) -> serde_json::Value {
-    serde_json::Number::from_f64(v).map_or_else(|| serde_json::Value::String(v.to_string()), serde_json::Value::Number)
+    serde_json::Number::from_f64(v).map_or_else(
+        || serde_json::Value::String(v.to_string()),
+        serde_json::Value::Number,
+    )
 }
 
 /// The step of a log line (`None` for the CSV header or an unreadable line).
 fn record_step(line: &str, format: LogFormat) -> Option<u64> {
     match format {
-        LogFormat::Jsonl => serde_json::from_str::<serde_json::Value>(line).ok()?.get("step")?.as_u64(),
+        LogFormat::Jsonl => serde_json::from_str::<serde_json::Value>(line)
+            .ok()?
+            .get("step")?
+            .as_u64(),
         LogFormat::Csv => line.split(',').next()?.parse().ok(),
     }
 }

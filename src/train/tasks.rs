@@ -155,8 +155,14 @@ pub trait TrainTask {
 /// Metadata keys shared by every task.
 fn base_metadata(task: &TaskSpec, model: &ModelSpec) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
-    m.insert("skipgate.task".into(), serde_json::to_string(task).expect("serialisable"));
-    m.insert("skipgate.model".into(), serde_json::to_string(model).expect("serialisable"));
+    m.insert(
+        "skipgate.task".into(),
+        serde_json::to_string(task).expect("serialisable"),
+    );
+    m.insert(
+        "skipgate.model".into(),
+        serde_json::to_string(model).expect("serialisable"),
+    );
     m.insert("skipgate.version".into(), env!("CARGO_PKG_VERSION").into());
     m
 }
@@ -167,7 +173,11 @@ const VAL_SEED: u64 = 0x5EED_0F_7E57;
 /// Mean squared error of predicting the training targets' mean on `data`.
 fn mean_predictor_mse(train_y: &Array2<f32>, data: &SeqRegression<f32>) -> f64 {
     let mean = train_y.iter().map(|&v| v as f64).sum::<f64>() / train_y.len() as f64;
-    data.y.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / data.y.len() as f64
+    data.y
+        .iter()
+        .map(|&v| (v as f64 - mean).powi(2))
+        .sum::<f64>()
+        / data.y.len() as f64
 }
 
 /// Sequence-to-value regression: the sum task and the adding problem.
@@ -208,7 +218,13 @@ impl RegressionTask {
                 let baseline = mean_predictor_mse(&ones, &val);
                 (None, val, baseline, 2)
             }
-            _ => return Err(Error::invalid("RegressionTask", "task", format!("{} is not a regression task", spec.name()))),
+            _ => {
+                return Err(Error::invalid(
+                    "RegressionTask",
+                    "task",
+                    format!("{} is not a regression task", spec.name()),
+                ));
+            }
         };
         Ok(RegressionTask {
             spec,
@@ -236,7 +252,12 @@ impl TrainTask for RegressionTask {
     type Model = SeqRegressor<f32>;
 
     fn build_model(&self, rng: &mut Rng) -> Result<Self::Model> {
-        SeqRegressor::new(self.model.recurrent(self.input_size), &self.model.init, 1, rng)
+        SeqRegressor::new(
+            self.model.recurrent(self.input_size),
+            &self.model.init,
+            1,
+            rng,
+        )
     }
 
     fn step(&mut self, model: &mut Self::Model, rng: &mut Rng) -> Result<StepStats> {
@@ -247,7 +268,9 @@ impl TrainTask for RegressionTask {
                 idx.truncate(self.batch);
                 Some(train.batch(&idx)?)
             }
-            (None, TaskSpec::Adding { seq_len, .. }) => Some(adding_problem(self.batch, *seq_len, rng)?),
+            (None, TaskSpec::Adding { seq_len, .. }) => {
+                Some(adding_problem(self.batch, *seq_len, rng)?)
+            }
             (None, _) => unreachable!("only the adding problem draws fresh batches"),
         };
         let data = batch.as_ref().or(self.train.as_ref()).expect("a batch");
@@ -267,10 +290,21 @@ impl TrainTask for RegressionTask {
             let idx: Vec<usize> = (start..(start + 1000).min(self.val.len())).collect();
             let part = self.val.batch(&idx)?;
             let pred = model.forward(part.x.view(), None, Mode::Eval, &mut rng)?;
-            sq += pred.iter().zip(part.y.iter()).map(|(p, y)| (*p as f64 - *y as f64).powi(2)).sum::<f64>();
+            sq += pred
+                .iter()
+                .zip(part.y.iter())
+                .map(|(p, y)| (*p as f64 - *y as f64).powi(2))
+                .sum::<f64>();
         }
-        let name = if matches!(self.spec, TaskSpec::Sum { .. }) { "test_mse" } else { "val_mse" };
-        Ok(vec![(name.into(), sq / self.val.len() as f64), ("baseline_mse".into(), self.baseline)])
+        let name = if matches!(self.spec, TaskSpec::Sum { .. }) {
+            "test_mse"
+        } else {
+            "val_mse"
+        };
+        Ok(vec![
+            (name.into(), sq / self.val.len() as f64),
+            ("baseline_mse".into(), self.baseline),
+        ])
     }
 
     fn item_name(&self) -> &'static str {
@@ -292,10 +326,11 @@ fn score_tokens(logits: &Array2<f32>, targets: &[usize]) -> Result<(f64, usize, 
             continue;
         }
         counted += 1;
-        let best = row
-            .iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+        let best =
+            row.iter().enumerate().fold(
+                (0, f32::NEG_INFINITY),
+                |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+            );
         correct += usize::from(best.0 == t);
     }
     Ok((loss as f64 * counted as f64, counted, correct))
@@ -319,14 +354,29 @@ impl CopyTask {
             val_size,
         } = spec
         else {
-            return Err(Error::invalid("CopyTask", "task", format!("{} is not the copy task", spec.name())));
+            return Err(Error::invalid(
+                "CopyTask",
+                "task",
+                format!("{} is not the copy task", spec.name()),
+            ));
         };
         let val = copy_task(val_size, symbols, len, delay, &mut Rng::seed(VAL_SEED))?;
-        Ok(CopyTask { spec, model, batch, val })
+        Ok(CopyTask {
+            spec,
+            model,
+            batch,
+            val,
+        })
     }
 
     fn draw(&self, rng: &mut Rng) -> Result<SeqTokens> {
-        let TaskSpec::Copy { symbols, len, delay, .. } = self.spec else {
+        let TaskSpec::Copy {
+            symbols,
+            len,
+            delay,
+            ..
+        } = self.spec
+        else {
             unreachable!("checked in new")
         };
         copy_task(self.batch, symbols, len, delay, rng)
@@ -372,7 +422,12 @@ impl TrainTask for CopyTask {
     }
 }
 
-fn token_model(spec: &ModelSpec, vocab: usize, classes: usize, rng: &mut Rng) -> Result<TokenRnn<f32>> {
+fn token_model(
+    spec: &ModelSpec,
+    vocab: usize,
+    classes: usize,
+    rng: &mut Rng,
+) -> Result<TokenRnn<f32>> {
     TokenRnn::new(
         TokenRnnConfig {
             vocab_size: vocab,
@@ -409,7 +464,11 @@ impl CharLmTask {
             val_batches,
         } = spec
         else {
-            return Err(Error::invalid("CharLmTask", "task", format!("{} is not charlm", spec.name())));
+            return Err(Error::invalid(
+                "CharLmTask",
+                "task",
+                format!("{} is not charlm", spec.name()),
+            ));
         };
         let corpus = match text {
             Some(path) => TextCorpus::from_file(path)?,
@@ -420,7 +479,11 @@ impl CharLmTask {
         if let Some(n) = val_batches {
             val.truncate(n.max(1));
         }
-        let streams = if tbptt { Some((StreamBatches::new(&train, batch)?, None)) } else { None };
+        let streams = if tbptt {
+            Some((StreamBatches::new(&train, batch)?, None))
+        } else {
+            None
+        };
         Ok(CharLmTask {
             vocab: corpus.vocab,
             spec,
@@ -456,7 +519,9 @@ impl TrainTask for CharLmTask {
                 Some((x, y)) => (x, y, state.take()),
                 None => {
                     streams.reset();
-                    let (x, y) = streams.next_chunk(self.seq_len)?.expect("a fresh pass has chunks");
+                    let (x, y) = streams
+                        .next_chunk(self.seq_len)?
+                        .expect("a fresh pass has chunks");
                     (x, y, None)
                 }
             },
@@ -526,7 +591,11 @@ impl TrainTask for CharLmTask {
             }
             *state = if file.contains("task.h") {
                 let h: Array3<f32> = to3(file.get_array("task.h")?)?;
-                let c = if file.contains("task.c") { Some(to3(file.get_array("task.c")?)?) } else { None };
+                let c = if file.contains("task.c") {
+                    Some(to3(file.get_array("task.c")?)?)
+                } else {
+                    None
+                };
                 Some(RnnState { h, c })
             } else {
                 None
@@ -538,6 +607,12 @@ impl TrainTask for CharLmTask {
 
 fn to3(a: ndarray::ArrayD<f32>) -> Result<Array3<f32>> {
     let shape = a.shape().to_vec();
-    a.into_dimensionality()
-        .map_err(|_| Error::shape("CharLmTask::load_state", "carried state", "(L·D, B, H)", &shape))
+    a.into_dimensionality().map_err(|_| {
+        Error::shape(
+            "CharLmTask::load_state",
+            "carried state",
+            "(L·D, B, H)",
+            &shape,
+        )
+    })
 }
