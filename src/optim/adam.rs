@@ -213,7 +213,7 @@ impl<F: Scalar> Optimizer<F> for Adam<F> {
                     // denom = √v / √bc₂ + ε
                     let denom = v.sqrt() / bc2_sqrt + eps_f;
                     // p = p + (−step_size·m) / denom
-                    *p = *p + neg_step_size * *m / denom;
+                    *p += neg_step_size * *m / denom;
                 });
         });
         Ok(())

@@ -34,7 +34,7 @@ pub fn grad_norm<F: Scalar>(model: &mut dyn Module<F>) -> f64 {
 /// `max_norm` leaves the gradients untouched (it never flips their sign), and `0` zeroes them.
 pub fn clip_grad_norm<F: Scalar>(model: &mut dyn Module<F>, max_norm: f64) -> f64 {
     let total = grad_norm(model);
-    if !total.is_finite() || !(max_norm >= 0.0) {
+    if !total.is_finite() || max_norm.is_nan() || max_norm < 0.0 {
         return total;
     }
     // PyTorch: clip_coef = max_norm / (total_norm + 1e-6) on an F tensor, where a Python float

@@ -150,7 +150,7 @@ impl<F: Scalar> Optimizer<F> for Sgd<F> {
             if wd != 0.0 {
                 Zip::from(&mut d)
                     .and(&p.value)
-                    .for_each(|d, &p| *d = *d + lam * p);
+                    .for_each(|d, &p| *d += lam * p);
             }
             if momentum {
                 match &mut st.momentum_buffer {
@@ -165,7 +165,7 @@ impl<F: Scalar> Optimizer<F> for Sgd<F> {
                 }
                 let b = st.momentum_buffer.as_ref().expect("set above");
                 if nesterov {
-                    Zip::from(&mut d).and(b).for_each(|d, &b| *d = *d + mu * b);
+                    Zip::from(&mut d).and(b).for_each(|d, &b| *d += mu * b);
                 } else {
                     d.assign(b);
                 }
@@ -173,7 +173,7 @@ impl<F: Scalar> Optimizer<F> for Sgd<F> {
             // p = p + (−η)·d
             Zip::from(&mut p.value)
                 .and(&d)
-                .for_each(|p, &d| *p = *p + neg_lr * d);
+                .for_each(|p, &d| *p += neg_lr * d);
         });
         Ok(())
     }
