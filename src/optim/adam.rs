@@ -193,16 +193,17 @@ impl<F: Scalar> Optimizer<F> for Adam<F> {
             let bc2_sqrt = F::of(bias_correction2.sqrt());
             let neg_step_size = F::of(-step_size);
 
-            if weight_decay != 0.0 && decoupled {
-                // p = p·(1 − η·λ)
-                p.value.mapv_inplace(|p| p * decay);
-            }
+            let decay_first = weight_decay != 0.0 && decoupled;
             let l2 = weight_decay != 0.0 && !decoupled;
             Zip::from(&mut p.value)
                 .and(&p.grad)
                 .and(&mut st.exp_avg)
                 .and(&mut st.exp_avg_sq)
                 .for_each(|p, &g, m, v| {
+                    // p = p·(1 − η·λ) (AdamW only)
+                    if decay_first {
+                        *p *= decay;
+                    }
                     // g = g + λ·p (Adam only)
                     let g = if l2 { g + lam * *p } else { g };
                     // m = lerp(m, g, 1 − β₁)

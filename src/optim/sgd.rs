@@ -146,34 +146,31 @@ impl<F: Scalar> Optimizer<F> for Sgd<F> {
         model.visit_params(&mut |name, mut p| {
             let st = state.get_mut(name).expect("checked by check_layout");
             // d = g + λ·p
-            let mut d = p.grad.to_owned();
-            if wd != 0.0 {
-                Zip::from(&mut d)
-                    .and(&p.value)
-                    .for_each(|d, &p| *d += lam * p);
+            let decayed = |g: F, p: F| if wd != 0.0 { g + lam * p } else { g };
+            if !momentum {
+                // p = p + (−η)·d
+                Zip::from(&mut p.value)
+                    .and(&p.grad)
+                    .for_each(|p, &g| *p += neg_lr * decayed(g, *p));
+                return;
             }
-            if momentum {
-                match &mut st.momentum_buffer {
-                    None => st.momentum_buffer = Some(d.clone()),
-                    Some(b) => {
-                        // b = μ·b, then b = b + (1 − τ)·d (two kernels in PyTorch)
-                        Zip::from(&mut *b).and(&d).for_each(|b, &d| {
-                            let scaled = *b * mu;
-                            *b = scaled + keep * d;
-                        });
-                    }
-                }
-                let b = st.momentum_buffer.as_ref().expect("set above");
-                if nesterov {
-                    Zip::from(&mut d).and(b).for_each(|d, &b| *d += mu * b);
-                } else {
-                    d.assign(b);
-                }
-            }
-            // p = p + (−η)·d
+            let first = st.momentum_buffer.is_none();
+            let b = st
+                .momentum_buffer
+                .get_or_insert_with(|| ArrayD::zeros(p.value.raw_dim()));
             Zip::from(&mut p.value)
-                .and(&d)
-                .for_each(|p, &d| *p += neg_lr * d);
+                .and(&p.grad)
+                .and(b)
+                .for_each(|p, &g, b| {
+                    let d = decayed(g, *p);
+                    // b = d on the first step; else b = μ·b, then b = b + (1 − τ)·d (two kernels
+                    // in PyTorch, two roundings here)
+                    *b = if first { d } else { *b * mu + keep * d };
+                    // d = d + μ·b (Nesterov) or d = b
+                    let d = if nesterov { d + mu * *b } else { *b };
+                    // p = p + (−η)·d
+                    *p += neg_lr * d;
+                });
         });
         Ok(())
     }
