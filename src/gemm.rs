@@ -66,7 +66,7 @@ pub fn gemm<F: Scalar>(
 /// Products with fewer multiply-adds than this run on one thread (the split does not pay).
 const PARALLEL_MIN_MACS: usize = 1 << 20;
 /// Each thread gets at least this many rows of `C`.
-const MIN_ROWS_PER_THREAD: usize = 16;
+const MIN_ROWS_PER_THREAD: usize = 64;
 
 /// The sequential kernel: `C ← α·A·B + β·C` on views whose shapes were checked.
 fn kernel<F: Scalar>(

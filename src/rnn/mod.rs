@@ -11,12 +11,14 @@
 
 mod cell;
 mod direction;
+mod infer;
 mod kind;
 mod layer;
 pub mod math;
 
 pub use cell::{Cell, CellGrads, CellOutput};
 pub use direction::{DirectionCache, DirectionParams};
+pub use infer::config_from_state_dict;
 pub use kind::CellKind;
 pub use layer::{
     Recurrent, RecurrentConfig, RecurrentInit, RnnState, SeqGrads, SeqInput, SeqOutput,

@@ -616,3 +616,37 @@ fn to3(a: ndarray::ArrayD<f32>) -> Result<Array3<f32>> {
         )
     })
 }
+
+/// Rebuilds a character language model from the `model.safetensors` of a `charlm` run.
+///
+/// # Errors
+/// The file cannot be read, was not written by a `charlm` run (no `skipgate.task`,
+/// `skipgate.model` and `skipgate.vocab` metadata), or its tensors do not fit the architecture
+/// its metadata describes.
+pub fn load_char_lm(path: &std::path::Path) -> Result<(TokenRnn<f32>, CharVocab)> {
+    let source = path.display().to_string();
+    let file = TensorFile::read(path)?;
+    let bad = |msg: String| Error::Checkpoint {
+        path: source.clone(),
+        msg,
+    };
+    let meta = |key: &str| {
+        file.metadata
+            .get(key)
+            .ok_or_else(|| bad(format!("has no {key} metadata: expected the model.safetensors of a `skipgate train --task charlm` run")))
+    };
+    let task: TaskSpec = serde_json::from_str(meta("skipgate.task")?)
+        .map_err(|e| bad(format!("skipgate.task: {e}")))?;
+    if !matches!(task, TaskSpec::CharLm { .. }) {
+        return Err(bad(format!(
+            "is a {} model, expected a charlm model",
+            task.name()
+        )));
+    }
+    let spec: ModelSpec = serde_json::from_str(meta("skipgate.model")?)
+        .map_err(|e| bad(format!("skipgate.model: {e}")))?;
+    let vocab = CharVocab::from_chars(meta("skipgate.vocab")?.clone())?;
+    let mut model = token_model(&spec, vocab.len(), vocab.len(), &mut Rng::seed(0))?;
+    crate::io::load_state_dict(&mut model, &file, &source)?;
+    Ok((model, vocab))
+}

@@ -1,3 +1,0 @@
-fn main() {
-    println!("skipgate {}", env!("CARGO_PKG_VERSION"));
-}

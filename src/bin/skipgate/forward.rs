@@ -1,0 +1,140 @@
+//! `skipgate forward`: run a PyTorch recurrent layer's weights on inputs, as the module would.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use ndarray::{Array3, ArrayD};
+use skipgate::io::{TensorData, TensorFile, load_state_dict};
+use skipgate::rnn::{CellKind, Recurrent, SeqInput, config_from_state_dict};
+use skipgate::{Error, Mode, Result, Rng, Scalar};
+
+#[derive(Args, Debug)]
+pub struct ForwardArgs {
+    /// The layer's state_dict as safetensors (PyTorch names: weight_ih_l0, …; a common prefix such as `rnn.` is allowed).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Inputs: `input` (T, B, I) or (B, T, I) with --batch-first; optional `h0`, `c0` (L·D, B, H) and `lengths` (B).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write `output`, `h_n` and (LSTM) `c_n`.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Cell type: rnn (tanh), rnn-relu, lstm, gru.
+    #[arg(long)]
+    pub arch: String,
+    /// `input` and `output` are (B, T, ·), as with PyTorch's batch_first=True.
+    #[arg(long)]
+    pub batch_first: bool,
+}
+
+pub fn run(args: ForwardArgs) -> Result<()> {
+    let kind: CellKind = args.arch.parse()?;
+    let weights = TensorFile::read(&args.weights)?;
+    let inputs = TensorFile::read(&args.input)?;
+    let (config, prefix) = config_from_state_dict(&weights, kind)?;
+    let config = config.batch_first(args.batch_first);
+    let mut own = TensorFile::new();
+    let mut ignored = 0;
+    for (name, tensor) in &weights.tensors {
+        match name.strip_prefix(&prefix) {
+            Some(rest) => own.insert(rest.to_string(), tensor.clone()),
+            None => ignored += 1,
+        }
+    }
+    if ignored > 0 {
+        eprintln!(
+            "note: running the layer under prefix {prefix:?}; {ignored} other tensors ignored"
+        );
+    }
+    let is_f64 = matches!(
+        weights.get(&format!("{prefix}weight_ih_l0"))?.data(),
+        TensorData::F64(_)
+    );
+    let out = if is_f64 {
+        run_layer::<f64>(&config, &own, &inputs, &args.weights.display().to_string())?
+    } else {
+        run_layer::<f32>(&config, &own, &inputs, &args.weights.display().to_string())?
+    };
+    out.write(&args.output)?;
+    eprintln!(
+        "{} {}×{}{}: wrote {} to {}",
+        kind,
+        config.num_layers,
+        config.hidden_size,
+        if config.bidirectional {
+            " bidirectional"
+        } else {
+            ""
+        },
+        out.names().join(", "),
+        args.output.display()
+    );
+    Ok(())
+}
+
+fn run_layer<F: Scalar>(
+    config: &skipgate::rnn::RecurrentConfig,
+    weights: &TensorFile,
+    inputs: &TensorFile,
+    source: &str,
+) -> Result<TensorFile> {
+    let mut layer = Recurrent::<F>::new(config.clone(), &mut Rng::seed(0))?;
+    load_state_dict(&mut layer, weights, source)?;
+    let x = to3::<F>(inputs, "input")?;
+    let h0 = inputs
+        .contains("h0")
+        .then(|| to3::<F>(inputs, "h0"))
+        .transpose()?;
+    let c0 = inputs
+        .contains("c0")
+        .then(|| to3::<F>(inputs, "c0"))
+        .transpose()?;
+    let lengths = if inputs.contains("lengths") {
+        let raw = inputs.get_i64("lengths")?;
+        let mut out = Vec::with_capacity(raw.len());
+        for (b, &v) in raw.iter().enumerate() {
+            if v < 0 {
+                return Err(Error::invalid(
+                    "forward",
+                    "lengths",
+                    format!("lengths[{b}] = {v} is negative"),
+                ));
+            }
+            out.push(v as usize);
+        }
+        Some(out)
+    } else {
+        None
+    };
+    let mut inp = SeqInput::new(x.view());
+    if let Some(h0) = &h0 {
+        inp = inp.h0(h0.view());
+    }
+    if let Some(c0) = &c0 {
+        inp = inp.c0(c0.view());
+    }
+    if let Some(l) = &lengths {
+        inp = inp.lengths(l);
+    }
+    let out = layer.forward(inp, Mode::Eval, &mut Rng::seed(0))?;
+    let mut file = TensorFile::new();
+    file.insert_array("output", out.output.view());
+    file.insert_array("h_n", out.h_n.view());
+    if let Some(c) = &out.c_n {
+        file.insert_array("c_n", c.view());
+    }
+    Ok(file)
+}
+
+fn to3<F: Scalar>(file: &TensorFile, name: &str) -> Result<Array3<F>> {
+    let a: ArrayD<F> = file.get_array(name)?;
+    let shape = a.shape().to_vec();
+    a.into_dimensionality().map_err(|_| {
+        Error::shape(
+            "forward",
+            format!("{}: {name}", file.source),
+            "a 3-D tensor",
+            &shape,
+        )
+    })
+}

@@ -1,0 +1,65 @@
+//! `skipgate`: train, run and inspect residual and gated recurrent networks from the command line.
+
+mod forward;
+mod lab;
+mod sample;
+mod train;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Residual networks and gated recurrent networks from scratch: train, sample, run PyTorch weights.
+#[derive(Parser)]
+#[command(name = "skipgate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The main job: the course module's experiments on embedded data, with a summary table.
+    Lab(lab::LabArgs),
+    /// Train a recurrent model on a task (sum, adding, copy, charlm).
+    Train(Box<train::TrainArgs>),
+    /// Generate text from a character-language-model checkpoint.
+    Sample(sample::SampleArgs),
+    /// Run a PyTorch RNN/LSTM/GRU state_dict (safetensors) on inputs from a safetensors file.
+    Forward(forward::ForwardArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Lab(a) => lab::run(a),
+        Command::Train(a) => train::run(*a),
+        Command::Sample(a) => sample::run(a),
+        Command::Forward(a) => forward::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sets the size of the worker pool that large matrix products use.
+pub fn set_threads(threads: Option<usize>) -> skipgate::Result<()> {
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err(skipgate::Error::invalid(
+                "--threads",
+                "count",
+                "must be at least 1",
+            ));
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| skipgate::Error::invalid("--threads", n.to_string(), e.to_string()))?;
+    }
+    Ok(())
+}
