@@ -3,6 +3,10 @@
 //! Every layer calls [`gemm`] (or the `matmul` helpers built on it), so the kernel behind it can be
 //! swapped for a faster one in one place. Today it is the `matrixmultiply` crate, which takes
 //! arbitrary row and column strides: transposed views (`w.t()`) cost nothing.
+//!
+//! Threads: a product large enough to pay for it is split into blocks of rows of `C`, one per
+//! thread of the current rayon pool (`--threads`, or `RAYON_NUM_THREADS`). Each block is the
+//! same sequential kernel on a slice, so the result does not depend on the thread count.
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
@@ -43,6 +47,37 @@ pub fn gemm<F: Scalar>(
         }
         return;
     }
+    let threads = rayon::current_num_threads();
+    if threads > 1 && m >= 2 * MIN_ROWS_PER_THREAD && m * n * k >= PARALLEL_MIN_MACS {
+        let blocks = threads.min(m / MIN_ROWS_PER_THREAD);
+        let rows = m.div_ceil(blocks);
+        let a_blocks: Vec<_> = a.axis_chunks_iter(ndarray::Axis(0), rows).collect();
+        let c_blocks: Vec<_> = c.axis_chunks_iter_mut(ndarray::Axis(0), rows).collect();
+        rayon::scope(|scope| {
+            for (a_block, c_block) in a_blocks.into_iter().zip(c_blocks) {
+                scope.spawn(move |_| kernel(alpha, a_block, b, beta, c_block));
+            }
+        });
+        return;
+    }
+    kernel(alpha, a, b, beta, c);
+}
+
+/// Products with fewer multiply-adds than this run on one thread (the split does not pay).
+const PARALLEL_MIN_MACS: usize = 1 << 20;
+/// Each thread gets at least this many rows of `C`.
+const MIN_ROWS_PER_THREAD: usize = 16;
+
+/// The sequential kernel: `C ← α·A·B + β·C` on views whose shapes were checked.
+fn kernel<F: Scalar>(
+    alpha: F,
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    beta: F,
+    mut c: ArrayViewMut2<'_, F>,
+) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
     let (rsa, csa) = strides(a.strides());
     let (rsb, csb) = strides(b.strides());
     let (rsc, csc) = strides(c.strides());
@@ -133,6 +168,34 @@ mod tests {
         let c64 = matmul(a.mapv(|v| v as f64).view(), b.mapv(|v| v as f64).view());
         for (x, y) in c32.iter().zip(c64.iter()) {
             assert!((*x as f64 - y).abs() < 1e-5, "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn threaded_product_is_bitwise_equal_to_one_thread() {
+        let a = Array2::from_shape_fn((300, 200), |(i, j)| {
+            ((i * 31 + j * 17) % 97) as f32 / 97.0 - 0.5
+        });
+        let b = Array2::from_shape_fn((200, 100), |(i, j)| {
+            ((i * 13 + j * 7) % 89) as f32 / 89.0 - 0.5
+        });
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut c = Array2::from_elem((300, 100), 1.0f32);
+                gemm(0.5, a.view(), b.t().t(), 2.0, c.view_mut());
+                c
+            })
+        };
+        let one = run(1);
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(3));
+        let want = matmul(a.mapv(f64::from).view(), b.mapv(f64::from).view());
+        for (x, y) in one.iter().zip(want.iter()) {
+            assert!((*x as f64 - (0.5 * y + 2.0)).abs() < 1e-4);
         }
     }
 
