@@ -3,7 +3,7 @@
 //! `loss.py`) is run through skipgate in f32 and compared output by output, gradient by gradient.
 //!
 //! Tolerances (see `common`): forward values `1e-6 + 1e-5·|torch|`, gradients
-//! `1e-5 + 1e-4·|torch|`. `cargo test --test parity_layers -- --nocapture` prints the worst errors.
+//! `1e-6 + 1e-4·|torch|`. `cargo test --test parity_layers -- --nocapture` prints the worst errors.
 
 mod common;
 
