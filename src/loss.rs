@@ -109,24 +109,27 @@ pub fn cross_entropy<F: Scalar>(
         if !counted(t) {
             continue;
         }
-        let lse = log_sum_exp(row);
-        total += (lse - row[t]).f64();
+        // log_softmax(z) = (z − m) − ln s: subtracting the max first keeps the digits of the small
+        // differences that a rounded `m + ln s` near ±1e4 would lose.
+        let (m, ln_s) = max_and_log_sum_exp(row);
+        total -= ((row[t] - m) - ln_s).f64();
         Zip::from(&mut g)
             .and(&row)
-            .for_each(|g, &z| *g = (z - lse).exp() * inv_count);
+            .for_each(|g, &z| *g = ((z - m) - ln_s).exp() * inv_count);
         g[t] -= inv_count;
     }
     Ok((F::of(total / count as f64), grad))
 }
 
-/// `ln Σⱼ exp(zⱼ)` evaluated as `m + ln Σⱼ exp(zⱼ − m)`, `m = max z` (−∞ for an empty row).
-fn log_sum_exp<F: Scalar>(z: ArrayView1<'_, F>) -> F {
+/// `(m, ln Σⱼ exp(zⱼ − m))` with `m = max z`, so that `ln Σⱼ exp(zⱼ) = m + ln s` without overflow.
+/// A row without a finite maximum gives `(m, 0)`.
+fn max_and_log_sum_exp<F: Scalar>(z: ArrayView1<'_, F>) -> (F, F) {
     let m = z.iter().fold(F::neg_infinity(), |m, &v| m.max(v));
     if !m.is_finite() {
-        return m;
+        return (m, F::zero());
     }
     let s: F = z.iter().map(|&v| (v - m).exp()).sum();
-    m + s.ln()
+    (m, s.ln())
 }
 
 /// `softmax(z / temperature)`: `pⱼ = exp(zⱼ/τ − m) / Σₖ exp(zₖ/τ − m)` with `m = maxⱼ zⱼ/τ`;
