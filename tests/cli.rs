@@ -1,0 +1,466 @@
+//! End-to-end tests of the `skipgate` binary: every command, its outputs and its error messages.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use skipgate::io::TensorFile;
+
+fn skipgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_skipgate"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs and requires success, returning stdout.
+fn ok(args: &[&str]) -> String {
+    let o = skipgate(args);
+    assert!(
+        o.status.success(),
+        "skipgate {args:?} failed:\n{}",
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// Runs and requires failure, returning stderr (which must start with `error:`).
+fn fails(args: &[&str]) -> String {
+    let o = skipgate(args);
+    assert!(
+        !o.status.success(),
+        "skipgate {args:?} should fail; stdout:\n{}",
+        stdout(&o)
+    );
+    let e = stderr(&o);
+    assert!(e.contains("error"), "{e}");
+    e
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn train_sum_writes_a_run_directory_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sum");
+    let s = ok(&[
+        "train",
+        "--task",
+        "sum",
+        "--steps",
+        "300",
+        "--quiet",
+        "--out",
+        p(&out),
+    ]);
+    assert!(s.contains("steps            300 (from 0)"), "{s}");
+    assert!(s.contains("test_mse") && s.contains("baseline_mse"), "{s}");
+    for f in [
+        "model.safetensors",
+        "checkpoint.safetensors",
+        "metrics.jsonl",
+        "summary.json",
+    ] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    // The model file has PyTorch names and the run's description.
+    let m = TensorFile::read(out.join("model.safetensors")).unwrap();
+    assert_eq!(
+        m.names(),
+        [
+            "head.bias",
+            "head.weight",
+            "rnn.bias_hh_l0",
+            "rnn.bias_ih_l0",
+            "rnn.weight_hh_l0",
+            "rnn.weight_ih_l0"
+        ]
+    );
+    assert_eq!(m.get("rnn.weight_hh_l0").unwrap().shape(), &[10, 10]);
+    assert!(m.metadata["skipgate.task"].contains("\"task\":\"sum\""));
+    // Resume to more steps continues from 300.
+    let s = ok(&[
+        "train",
+        "--task",
+        "sum",
+        "--steps",
+        "400",
+        "--quiet",
+        "--resume",
+        "--out",
+        p(&out),
+    ]);
+    assert!(s.contains("steps            400 (from 300)"), "{s}");
+}
+
+#[test]
+fn charlm_train_then_sample_from_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("tiny.txt");
+    std::fs::write(
+        &text,
+        "to be or not to be, that is the question.\n".repeat(40),
+    )
+    .unwrap();
+    let out = dir.path().join("lm");
+    ok(&[
+        "train",
+        "--task",
+        "charlm",
+        "--text",
+        p(&text),
+        "--hidden",
+        "16",
+        "--embedding",
+        "8",
+        "--seq-len",
+        "16",
+        "--batch",
+        "4",
+        "--steps",
+        "20",
+        "--quiet",
+        "--out",
+        p(&out),
+    ]);
+    let s = ok(&[
+        "sample",
+        "--checkpoint",
+        p(&out),
+        "--prime",
+        "to be",
+        "--len",
+        "40",
+        "--seed",
+        "3",
+    ]);
+    let line = s.trim_end_matches('\n');
+    assert!(line.starts_with("to be"), "{s}");
+    assert_eq!(line.chars().count(), 45, "prime + 40 characters: {s:?}");
+    let vocab: std::collections::BTreeSet<char> = "to be or not to be, that is the question.\n"
+        .chars()
+        .collect();
+    assert!(line.chars().all(|c| vocab.contains(&c)), "{s:?}");
+    assert_eq!(
+        s,
+        ok(&[
+            "sample",
+            "--checkpoint",
+            p(&out),
+            "--prime",
+            "to be",
+            "--len",
+            "40",
+            "--seed",
+            "3"
+        ])
+    );
+
+    let e = fails(&["sample", "--checkpoint", p(&out), "--prime", "Zebra"]);
+    assert!(e.contains("'Z'"), "{e}");
+    let sum = dir.path().join("sum");
+    ok(&[
+        "train",
+        "--task",
+        "sum",
+        "--steps",
+        "2",
+        "--quiet",
+        "--out",
+        p(&sum),
+    ]);
+    let e = fails(&["sample", "--checkpoint", p(&sum)]);
+    assert!(e.contains("is a sum model, expected a charlm model"), "{e}");
+}
+
+/// Splits a fixture into the two files `forward` reads: the state_dict, and the inputs.
+fn split_fixture(case: &str, dir: &Path) -> (TensorFile, std::path::PathBuf, std::path::PathBuf) {
+    let fx = TensorFile::read(format!(
+        "{}/tests/fixtures/rnn/{case}.safetensors",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let mut weights = TensorFile::new();
+    let mut inputs = TensorFile::new();
+    for (name, t) in &fx.tensors {
+        if ["input", "h0", "c0", "lengths"].contains(&name.as_str()) {
+            inputs.insert(name.clone(), t.clone());
+        } else if name.starts_with("weight_") || name.starts_with("bias_") {
+            weights.insert(format!("rnn.{name}"), t.clone());
+        }
+    }
+    let (w, i) = (
+        dir.join(format!("{case}-w.safetensors")),
+        dir.join(format!("{case}-in.safetensors")),
+    );
+    weights.write(&w).unwrap();
+    inputs.write(&i).unwrap();
+    (fx, w, i)
+}
+
+#[test]
+fn forward_runs_pytorch_weights_like_pytorch() {
+    let dir = tempfile::tempdir().unwrap();
+    for (case, arch, batch_first) in [
+        ("lstm_lengths", "lstm", false),
+        ("gru_deep_bidir_h0", "gru", false),
+        ("rnn_relu_batch_first", "rnn-relu", true),
+        ("rnn_tanh_basic", "rnn", false),
+    ] {
+        let (fx, w, i) = split_fixture(case, dir.path());
+        let out = dir.path().join(format!("{case}-out.safetensors"));
+        let mut args = vec![
+            "forward",
+            "--weights",
+            p(&w),
+            "--input",
+            p(&i),
+            "--output",
+            p(&out),
+            "--arch",
+            arch,
+        ];
+        if batch_first {
+            args.push("--batch-first");
+        }
+        ok(&args);
+        let got = TensorFile::read(&out).unwrap();
+        let want_names: Vec<&str> = if arch == "lstm" {
+            vec!["c_n", "h_n", "output"]
+        } else {
+            vec!["h_n", "output"]
+        };
+        assert_eq!(got.names(), want_names, "{case}");
+        for name in want_names {
+            let a = got.get_array::<f32>(name).unwrap();
+            let b = fx.get_array::<f32>(name).unwrap();
+            assert_eq!(a.shape(), b.shape(), "{case} {name}");
+            for (x, y) in a.iter().zip(b.iter()) {
+                assert!(
+                    (x - y).abs() <= 1e-6 + 1e-5 * y.abs(),
+                    "{case} {name}: {x} vs {y}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn forward_errors_name_what_was_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, w, i) = split_fixture("lstm_basic", dir.path());
+    let out = dir.path().join("out.safetensors");
+    let e = fails(&[
+        "forward",
+        "--weights",
+        p(&w),
+        "--input",
+        p(&i),
+        "--output",
+        p(&out),
+        "--arch",
+        "gru",
+    ]);
+    assert!(
+        e.contains("--arch gru expects weight_ih_l0 with 3·hidden = 18 rows, found 24")
+            && e.contains("LSTM"),
+        "{e}"
+    );
+    let e = fails(&[
+        "forward",
+        "--weights",
+        p(&i),
+        "--input",
+        p(&i),
+        "--output",
+        p(&out),
+        "--arch",
+        "lstm",
+    ]);
+    assert!(
+        e.contains("no recurrent layer found") && e.contains("input"),
+        "{e}"
+    );
+    let bytes = std::fs::read(&w).unwrap();
+    let truncated = dir.path().join("truncated.safetensors");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 10]).unwrap();
+    let e = fails(&[
+        "forward",
+        "--weights",
+        p(&truncated),
+        "--input",
+        p(&i),
+        "--output",
+        p(&out),
+        "--arch",
+        "lstm",
+    ]);
+    assert!(
+        e.contains("truncated") && e.contains("truncated.safetensors"),
+        "{e}"
+    );
+    let text = dir.path().join("not.safetensors");
+    std::fs::write(&text, "hello, this is not a tensor file").unwrap();
+    let e = fails(&[
+        "forward",
+        "--weights",
+        p(&text),
+        "--input",
+        p(&i),
+        "--output",
+        p(&out),
+        "--arch",
+        "lstm",
+    ]);
+    assert!(e.contains("not a valid safetensors file"), "{e}");
+    // Inputs of the wrong width, and an initial state of the wrong shape.
+    let mut wide = TensorFile::new();
+    wide.insert_array("input", ndarray::Array3::<f32>::zeros((5, 3, 7)).view());
+    let wide_path = dir.path().join("wide.safetensors");
+    wide.write(&wide_path).unwrap();
+    let e = fails(&[
+        "forward",
+        "--weights",
+        p(&w),
+        "--input",
+        p(&wide_path),
+        "--output",
+        p(&out),
+        "--arch",
+        "lstm",
+    ]);
+    assert!(
+        e.contains("LSTM::forward") && e.contains("expected (_, _, 4), got (5, 3, 7)"),
+        "{e}"
+    );
+    let mut bad_h0 = TensorFile::new();
+    bad_h0.insert_array("input", ndarray::Array3::<f32>::zeros((5, 3, 4)).view());
+    bad_h0.insert_array("h0", ndarray::Array3::<f32>::zeros((2, 3, 6)).view());
+    let bad_h0_path = dir.path().join("bad_h0.safetensors");
+    bad_h0.write(&bad_h0_path).unwrap();
+    let e = fails(&[
+        "forward",
+        "--weights",
+        p(&w),
+        "--input",
+        p(&bad_h0_path),
+        "--output",
+        p(&out),
+        "--arch",
+        "lstm",
+    ]);
+    assert!(
+        e.contains("h0") && e.contains("expected (1, 3, 6), got (2, 3, 6)"),
+        "{e}"
+    );
+    assert!(!out.exists(), "no output is written on error");
+}
+
+#[test]
+fn train_rejects_bad_options_with_clear_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x");
+    let e = fails(&[
+        "train",
+        "--task",
+        "sum",
+        "--model",
+        "transformer",
+        "--out",
+        p(&out),
+    ]);
+    assert!(
+        e.contains("rnn, rnn-relu, lstm, gru") && e.contains("transformer"),
+        "{e}"
+    );
+    let e = fails(&[
+        "train",
+        "--task",
+        "adding",
+        "--epochs",
+        "3",
+        "--out",
+        p(&out),
+    ]);
+    assert!(e.contains("fresh data every step"), "{e}");
+    let e = fails(&[
+        "train",
+        "--task",
+        "sum",
+        "--optimizer",
+        "rmsprop",
+        "--out",
+        p(&out),
+    ]);
+    assert!(e.contains("sgd, adam, adamw"), "{e}");
+    let e = fails(&[
+        "train",
+        "--task",
+        "sum",
+        "--forget-bias",
+        "1",
+        "--out",
+        p(&out),
+    ]);
+    assert!(e.contains("only the LSTM has a forget gate"), "{e}");
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let e = fails(&[
+        "train",
+        "--task",
+        "charlm",
+        "--text",
+        p(&empty),
+        "--out",
+        p(&out),
+    ]);
+    assert!(e.contains("text is empty"), "{e}");
+    let e = fails(&[
+        "train",
+        "--task",
+        "charlm",
+        "--text",
+        "/no/such/file.txt",
+        "--out",
+        p(&out),
+    ]);
+    assert!(e.contains("/no/such/file.txt"), "{e}");
+    let e = fails(&[
+        "train",
+        "--task",
+        "sum",
+        "--resume",
+        "--out",
+        p(&dir.path().join("never")),
+    ]);
+    assert!(e.contains("checkpoint.safetensors"), "{e}");
+}
+
+#[test]
+fn lab_quick_prints_every_experiment_and_the_summary_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ok(&["lab", "--quick", "--quiet", "--out", p(dir.path())]);
+    for needle in [
+        "1. The course's example",
+        "2. The adding problem",
+        "3. A character-level LSTM",
+        "sample (temperature 0.8)",
+        "| sum of a sequence (T=5)",
+        "| adding problem (T=50)      | rnn 64",
+        "| adding problem (T=50)      | lstm 64 (forget bias 1)",
+        "| adding problem (T=50)      | gru 64",
+        "| char LM, tiny Shakespeare",
+    ] {
+        assert!(s.contains(needle), "missing {needle:?} in:\n{s}");
+    }
+    assert!(dir.path().join("charlm-lstm/model.safetensors").exists());
+}
