@@ -37,6 +37,7 @@
 
 pub mod data;
 pub mod error;
+pub mod fastmath;
 pub mod gemm;
 pub mod gradcheck;
 pub mod init;

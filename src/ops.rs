@@ -2,21 +2,16 @@
 
 use crate::Scalar;
 
-/// σ(x) = 1 / (1 + e⁻ˣ), evaluated without overflow for large |x|.
-#[inline]
+/// σ(x) = 1 / (1 + e⁻ˣ), evaluated without overflow for large |x| (see [`Scalar::sigmoid_act`]).
+#[inline(always)]
 pub fn sigmoid<F: Scalar>(x: F) -> F {
-    if x >= F::zero() {
-        F::one() / (F::one() + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (F::one() + e)
-    }
+    x.sigmoid_act()
 }
 
-/// tanh(x).
-#[inline]
+/// tanh(x) (see [`Scalar::tanh_act`]).
+#[inline(always)]
 pub fn tanh<F: Scalar>(x: F) -> F {
-    x.tanh()
+    x.tanh_act()
 }
 
 /// max(x, 0).

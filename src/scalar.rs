@@ -42,6 +42,12 @@ pub trait Scalar:
     fn write_le(self, out: &mut Vec<u8>);
     /// Reads one value from `BYTES` little-endian bytes.
     fn read_le(bytes: &[u8]) -> Self;
+    /// tanh: for `f32` the vectorisable [`crate::fastmath::tanh_f32`] (within 4 ULP), for `f64`
+    /// the standard library's.
+    fn tanh_act(self) -> Self;
+    /// σ(x) = 1/(1 + e⁻ˣ), without overflow: [`crate::fastmath::sigmoid_f32`] for `f32`, the
+    /// standard library's `exp` for `f64`.
+    fn sigmoid_act(self) -> Self;
 }
 
 impl Scalar for f32 {
@@ -61,6 +67,14 @@ impl Scalar for f32 {
     fn read_le(bytes: &[u8]) -> Self {
         f32::from_le_bytes(bytes.try_into().expect("4 bytes"))
     }
+    #[inline(always)]
+    fn tanh_act(self) -> Self {
+        crate::fastmath::tanh_f32(self)
+    }
+    #[inline(always)]
+    fn sigmoid_act(self) -> Self {
+        crate::fastmath::sigmoid_f32(self)
+    }
 }
 
 impl Scalar for f64 {
@@ -79,6 +93,19 @@ impl Scalar for f64 {
     }
     fn read_le(bytes: &[u8]) -> Self {
         f64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+    }
+    #[inline]
+    fn tanh_act(self) -> Self {
+        self.tanh()
+    }
+    #[inline]
+    fn sigmoid_act(self) -> Self {
+        if self >= 0.0 {
+            1.0 / (1.0 + (-self).exp())
+        } else {
+            let e = self.exp();
+            e / (1.0 + e)
+        }
     }
 }
 

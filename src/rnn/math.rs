@@ -49,6 +49,8 @@ pub fn lstm_forward<F: Scalar>(gates: &mut [F], c_prev: &[F], c_next: &mut [F], 
     let (gi, rest) = gates.split_at_mut(h);
     let (gf, rest) = rest.split_at_mut(h);
     let (gg, go) = rest.split_at_mut(h);
+    // Slices of exactly H let the compiler drop the bounds checks and vectorise the loop.
+    let (go, c_next, h_next) = (&mut go[..h], &mut c_next[..h], &mut h_next[..h]);
     for j in 0..h {
         let i = sigmoid(gi[j]);
         let f = sigmoid(gf[j]);
@@ -80,8 +82,15 @@ pub fn lstm_backward<F: Scalar>(
     let (di, rest) = d_pre.split_at_mut(h);
     let (df, rest) = rest.split_at_mut(h);
     let (dg, d_o) = rest.split_at_mut(h);
+    let (d_o, c_prev, dh, dc) = (&mut d_o[..h], &c_prev[..h], &mut dh[..h], &mut dc[..h]);
+    let (ai, af, ag, ao) = (
+        &acts[..h],
+        &acts[h..2 * h],
+        &acts[2 * h..3 * h],
+        &acts[3 * h..4 * h],
+    );
     for j in 0..h {
-        let (i, f, g, o) = (acts[j], acts[h + j], acts[2 * h + j], acts[3 * h + j]);
+        let (i, f, g, o) = (ai[j], af[j], ag[j], ao[j]);
         let tc = tanh(c[j]);
         let dct = dc[j] + dh[j] * o * tanh_grad_from_output(tc);
         d_o[j] = dh[j] * tc * sigmoid_grad_from_output(o);
@@ -98,13 +107,17 @@ pub fn lstm_backward<F: Scalar>(
 #[inline]
 pub fn gru_forward<F: Scalar>(gx: &mut [F], gh: &[F], h_prev: &[F], h_next: &mut [F]) {
     let h = h_prev.len();
+    let (xr, rest) = gx.split_at_mut(h);
+    let (xz, xn) = rest.split_at_mut(h);
+    let (xn, h_next) = (&mut xn[..h], &mut h_next[..h]);
+    let (hr, hz, hn) = (&gh[..h], &gh[h..2 * h], &gh[2 * h..3 * h]);
     for j in 0..h {
-        let r = sigmoid(gx[j] + gh[j]);
-        let z = sigmoid(gx[h + j] + gh[h + j]);
-        let n = tanh(gx[2 * h + j] + r * gh[2 * h + j]);
-        gx[j] = r;
-        gx[h + j] = z;
-        gx[2 * h + j] = n;
+        let r = sigmoid(xr[j] + hr[j]);
+        let z = sigmoid(xz[j] + hz[j]);
+        let n = tanh(xn[j] + r * hn[j]);
+        xr[j] = r;
+        xz[j] = z;
+        xn[j] = n;
         h_next[j] = (F::one() - z) * n + z * h_prev[j];
     }
 }
