@@ -20,7 +20,7 @@ const ROUND: f32 = 12_582_912.0;
 /// eˣ for `f32`, clamped to the finite range: exp(x ≥ 88.37) = 2.4e38, exp(x ≤ −87.3) = 1.2e−38.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
-    let x = x.max(-87.3).min(88.37);
+    let x = x.clamp(-87.3, 88.37);
     // `shifted` holds round(x / ln 2) in its low mantissa bits; reading them as an integer
     // avoids a float-to-int conversion, which would keep the loop from vectorising.
     let shifted = x * LOG2E + ROUND;
