@@ -347,6 +347,17 @@ fn adam_matches_reference() {
         1e-13,
         "adam",
     );
+    // β₁ < 0.5 takes lerp's other branch (weight 1 − β₁ ≥ 0.5).
+    let low_beta = AdamConfig {
+        betas: (0.3, 0.6),
+        ..cfg
+    };
+    assert_close(
+        &run_adam(low_beta, false, 3),
+        &adam_reference(low_beta, false, 3),
+        1e-13,
+        "adam low beta1",
+    );
     assert_close(
         &run_adam(AdamConfig::default(), false, 3),
         &adam_reference(AdamConfig::default(), false, 3),
