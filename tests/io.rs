@@ -674,3 +674,31 @@ fn strict_load_of_a_counter_needs_a_0d_tensor() {
         "{msg}"
     );
 }
+
+/// The same contents give the same bytes: metadata and tensors are written in sorted order, so
+/// two identical training runs produce identical files.
+#[test]
+fn identical_contents_give_identical_bytes() {
+    let make = |order: &[usize]| {
+        let mut f = TensorFile::new();
+        for &i in order {
+            f.metadata.insert(format!("key{i}"), format!("value {i}"));
+            f.insert_array(
+                format!("t{i}"),
+                ndarray::Array1::<f32>::from_elem(i + 1, i as f32).view(),
+            );
+        }
+        f.to_bytes().unwrap()
+    };
+    let a = make(&[0, 1, 2, 3, 4, 5, 6, 7]);
+    for _ in 0..5 {
+        assert_eq!(a, make(&[7, 3, 5, 1, 0, 6, 2, 4]));
+    }
+    let header_len = u64::from_le_bytes(a[..8].try_into().unwrap()) as usize;
+    assert_eq!(header_len % 8, 0);
+    let header = std::str::from_utf8(&a[8..8 + header_len]).unwrap();
+    assert!(
+        header.starts_with("{\"__metadata__\":{\"key0\":\"value 0\",\"key1\""),
+        "{header}"
+    );
+}

@@ -13,12 +13,11 @@
 //! skipgate keeps `F32`, `F64` and `I64` tensors. `F16` and `BF16` are read and widened to `F32`
 //! (exactly: every half value is an f32 value). Any other dtype is reported as unsupported.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use ndarray::{ArrayD, ArrayView, Dimension, IxDyn};
-use safetensors::{Dtype, View};
+use safetensors::Dtype;
 use serde_json::Value;
 
 use crate::error::fmt_shape;
@@ -177,24 +176,6 @@ impl Tensor {
             TensorData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         }
-    }
-}
-
-/// Adapter that lets the `safetensors` crate serialize a [`Tensor`].
-struct Raw<'a>(&'a Tensor);
-
-impl View for Raw<'_> {
-    fn dtype(&self) -> Dtype {
-        self.0.dtype()
-    }
-    fn shape(&self) -> &[usize] {
-        &self.0.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Owned(self.0.le_bytes())
-    }
-    fn data_len(&self) -> usize {
-        self.0.len() * self.0.dtype().bitsize() / 8
     }
 }
 
@@ -394,11 +375,12 @@ impl TensorFile {
         })
     }
 
-    /// The file's bytes: header (tensors sorted as the `safetensors` crate sorts them, padded to
-    /// a multiple of 8 bytes) followed by the data.
+    /// The file's bytes: the 8-byte header length, the JSON header (keys sorted, `__metadata__`
+    /// first, padded with spaces to a multiple of 8 bytes), then the tensors' data in name order.
+    /// The same contents always give the same bytes.
     ///
     /// # Errors
-    /// [`Error::Invalid`] if a tensor is named `__metadata__` or the header would be too large.
+    /// [`Error::Invalid`] if a tensor is named `__metadata__`.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         if self.tensors.contains_key(METADATA_KEY) {
             return Err(Error::invalid(
@@ -407,21 +389,35 @@ impl TensorFile {
                 format!("\"{METADATA_KEY}\" is reserved for the metadata"),
             ));
         }
-        let metadata: Option<HashMap<String, String>> = if self.metadata.is_empty() {
-            None
-        } else {
-            Some(
-                self.metadata
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            )
-        };
-        safetensors::serialize(
-            self.tensors.iter().map(|(k, t)| (k.as_str(), Raw(t))),
-            metadata,
-        )
-        .map_err(|e| Error::invalid("TensorFile::to_bytes", "tensors", e.to_string()))
+        let mut header = serde_json::Map::new();
+        if !self.metadata.is_empty() {
+            let meta: serde_json::Map<String, Value> = self
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            header.insert(METADATA_KEY.to_string(), Value::Object(meta));
+        }
+        let mut data = Vec::new();
+        for (name, t) in &self.tensors {
+            let start = data.len();
+            data.extend_from_slice(&t.le_bytes());
+            let entry = serde_json::json!({
+                "dtype": dtype_name(t.dtype()),
+                "shape": t.shape(),
+                "data_offsets": [start, data.len()],
+            });
+            header.insert(name.clone(), entry);
+        }
+        let mut json = serde_json::to_vec(&Value::Object(header)).expect("a JSON map serialises");
+        while json.len() % 8 != 0 {
+            json.push(b' ');
+        }
+        let mut bytes = Vec::with_capacity(8 + json.len() + data.len());
+        bytes.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&json);
+        bytes.extend_from_slice(&data);
+        Ok(bytes)
     }
 
     /// Writes the file atomically (temp file + rename, see [`write_atomic`]).
@@ -670,4 +666,14 @@ fn f16_to_f32(h: u16) -> f32 {
         _ => f32::from_bits(((exp + 112) << 23) | (man << 13)),
     };
     if negative { -magnitude } else { magnitude }
+}
+
+/// The dtype's name in a safetensors header.
+fn dtype_name(d: Dtype) -> &'static str {
+    match d {
+        Dtype::F32 => "F32",
+        Dtype::F64 => "F64",
+        Dtype::I64 => "I64",
+        other => unreachable!("skipgate stores F32, F64 and I64 only, not {other:?}"),
+    }
 }
