@@ -179,7 +179,10 @@ fn charlm_train_then_sample_from_the_checkpoint() {
         p(&sum),
     ]);
     let e = fails(&["sample", "--checkpoint", p(&sum)]);
-    assert!(e.contains("is a sum model, expected a charlm model"), "{e}");
+    assert!(
+        e.contains("trained on the sum task, not a character language model"),
+        "{e}"
+    );
 }
 
 /// Splits a fixture into the two files `forward` reads: the state_dict, and the inputs.
@@ -463,4 +466,270 @@ fn lab_quick_prints_every_experiment_and_the_summary_table() {
         assert!(s.contains(needle), "missing {needle:?} in:\n{s}");
     }
     assert!(dir.path().join("charlm-lstm/model.safetensors").exists());
+}
+
+#[test]
+fn runs_are_not_overwritten_by_accident_and_negative_values_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    ok(&[
+        "train",
+        "--task",
+        "sum",
+        "--steps",
+        "3",
+        "--quiet",
+        "--out",
+        p(&out),
+    ]);
+    let e = fails(&[
+        "train",
+        "--task",
+        "sum",
+        "--steps",
+        "3",
+        "--quiet",
+        "--out",
+        p(&out),
+    ]);
+    assert!(e.contains("already holds a training run"), "{e}");
+    // Overwriting removes the old run's files, including a log of the other format.
+    ok(&[
+        "train",
+        "--task",
+        "sum",
+        "--steps",
+        "3",
+        "--quiet",
+        "--log-format",
+        "csv",
+        "--overwrite",
+        "--out",
+        p(&out),
+    ]);
+    assert!(out.join("metrics.csv").exists() && !out.join("metrics.jsonl").exists());
+    // A negative value is a value, not an unknown flag.
+    let lstm = dir.path().join("lstm");
+    ok(&[
+        "train",
+        "--task",
+        "adding",
+        "--model",
+        "lstm",
+        "--hidden",
+        "4",
+        "--seq-len",
+        "6",
+        "--forget-bias",
+        "-1",
+        "--steps",
+        "2",
+        "--quiet",
+        "--out",
+        p(&lstm),
+    ]);
+    let e = fails(&[
+        "train",
+        "--task",
+        "sum",
+        "--lr",
+        "-1",
+        "--out",
+        p(&dir.path().join("neg")),
+    ]);
+    assert!(e.contains("lr") && e.contains("-1"), "{e}");
+}
+
+#[test]
+fn charlm_refuses_a_bidirectional_model_and_options_of_other_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x");
+    let e = fails(&[
+        "train",
+        "--task",
+        "charlm",
+        "--bidirectional",
+        "--out",
+        p(&out),
+    ]);
+    assert!(
+        e.contains("--bidirectional") && e.contains("read the very character"),
+        "{e}"
+    );
+    let e = fails(&[
+        "train",
+        "--task",
+        "adding",
+        "--copy-len",
+        "4",
+        "--out",
+        p(&out),
+    ]);
+    assert!(
+        e.contains("--copy-len") && e.contains("--task copy only"),
+        "{e}"
+    );
+    let e = fails(&[
+        "train",
+        "--task",
+        "sum",
+        "--embedding",
+        "4",
+        "--out",
+        p(&out),
+    ]);
+    assert!(
+        e.contains("--embedding") && e.contains("copy or charlm"),
+        "{e}"
+    );
+    let e = fails(&[
+        "train",
+        "--task",
+        "sum",
+        "--train-size",
+        "0",
+        "--out",
+        p(&out),
+    ]);
+    assert!(
+        e.contains("--train-size") && e.contains("at least 1"),
+        "{e}"
+    );
+    let e = fails(&["train", "--task", "sum", "--epochs", "0", "--out", p(&out)]);
+    assert!(e.contains("--epochs"), "{e}");
+    let text = dir.path().join("short.txt");
+    std::fs::write(
+        &text,
+        "a short text that leaves too little for validation ".repeat(2),
+    )
+    .unwrap();
+    let e = fails(&[
+        "train",
+        "--task",
+        "charlm",
+        "--text",
+        p(&text),
+        "--out",
+        p(&out),
+    ]);
+    assert!(
+        e.contains("held out for validation") && e.contains("10%"),
+        "{e}"
+    );
+}
+
+#[test]
+fn sample_reads_a_training_checkpoint_too_and_survives_a_closed_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("t.txt");
+    std::fs::write(&text, "abcabcabd\n".repeat(60)).unwrap();
+    let out = dir.path().join("lm");
+    ok(&[
+        "train",
+        "--task",
+        "charlm",
+        "--text",
+        p(&text),
+        "--hidden",
+        "8",
+        "--embedding",
+        "4",
+        "--seq-len",
+        "8",
+        "--batch",
+        "2",
+        "--steps",
+        "3",
+        "--quiet",
+        "--out",
+        p(&out),
+    ]);
+    let a = ok(&[
+        "sample",
+        "--checkpoint",
+        p(&out.join("checkpoint.safetensors")),
+        "--prime",
+        "a",
+        "--len",
+        "30",
+    ]);
+    let b = ok(&[
+        "sample",
+        "--checkpoint",
+        p(&out.join("model.safetensors")),
+        "--prime",
+        "a",
+        "--len",
+        "30",
+    ]);
+    assert_eq!(a, b);
+    // A reader that stops early (`| head -c 5`) must not make skipgate panic.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skipgate"))
+        .args(["sample", "--checkpoint", p(&out), "--len", "20000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 5];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(o.status.success(), "exit {:?}: {err}", o.status);
+}
+
+#[test]
+fn forward_pads_to_the_longest_sequence_and_rejects_unknown_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fx, w, _) = split_fixture("gru_basic", dir.path());
+    let x = fx.get_array::<f32>("input").unwrap(); // (5, 3, 4)
+    let mut inputs = TensorFile::new();
+    inputs.insert_array("input", x.view());
+    inputs.insert_i64("lengths", ndarray::arr1(&[3i64, 1, 2]).view());
+    let i = dir.path().join("in.safetensors");
+    inputs.write(&i).unwrap();
+    let out = dir.path().join("out.safetensors");
+    ok(&[
+        "forward",
+        "--weights",
+        p(&w),
+        "--input",
+        p(&i),
+        "--output",
+        p(&out),
+        "--arch",
+        "gru",
+    ]);
+    let got = TensorFile::read(&out)
+        .unwrap()
+        .get_array::<f32>("output")
+        .unwrap();
+    assert_eq!(got.shape(), &[3, 3, 6], "padded to the longest length, 3");
+    let full = fx.get_array::<f32>("output").unwrap();
+    for t in 0..3 {
+        for h in 0..6 {
+            let (a, b) = (got[[t, 0, h]], full[[t, 0, h]]);
+            assert!((a - b).abs() <= 1e-6 + 1e-5 * b.abs(), "{a} vs {b}");
+        }
+    }
+    assert!(got.slice(ndarray::s![1.., 1, ..]).iter().all(|&v| v == 0.0));
+
+    inputs.insert_array("hx", ndarray::Array3::<f32>::zeros((1, 3, 6)).view());
+    inputs.write(&i).unwrap();
+    let e = fails(&[
+        "forward",
+        "--weights",
+        p(&w),
+        "--input",
+        p(&i),
+        "--output",
+        p(&out),
+        "--arch",
+        "gru",
+    ]);
+    assert!(
+        e.contains("unknown tensor \"hx\"") && e.contains("h0"),
+        "{e}"
+    );
 }

@@ -45,6 +45,16 @@ pub fn config_from_state_dict(
             )));
         }
     };
+    if file.contains(&format!("{prefix}weight_hr_l0")) {
+        return Err(bad(format!(
+            "{prefix}weight_hr_l0 is an LSTM projection (proj_size > 0), which skipgate does not support"
+        )));
+    }
+    if !file.contains(&format!("{prefix}bias_ih_l0")) {
+        return Err(bad(format!(
+            "{prefix}bias_ih_l0 is missing: skipgate's recurrent layers always have both biases (PyTorch's bias=True)"
+        )));
+    }
     let shape = |name: &str| -> Result<Vec<usize>> {
         Ok(file.get(&format!("{prefix}{name}"))?.shape().to_vec())
     };

@@ -54,6 +54,10 @@ pub struct TrainOptions {
     pub seed: u64,
     /// Continue from `out_dir/checkpoint.safetensors`.
     pub resume: bool,
+    /// Start from scratch even if `out_dir` already holds a run (its files are replaced). Without
+    /// it (and without `resume`), a directory holding a checkpoint is refused, so a run is never
+    /// overwritten by accident.
+    pub overwrite: bool,
     /// Draw a progress bar on the terminal (and print evaluations on their own lines).
     pub progress: bool,
     /// Label shown before the progress bar.
@@ -75,6 +79,7 @@ impl TrainOptions {
             log_format: LogFormat::Jsonl,
             seed: 0,
             resume: false,
+            overwrite: false,
             progress: false,
             label: String::new(),
         }
@@ -107,6 +112,8 @@ pub struct TrainReport {
     pub item_name: String,
     /// Where the final model was written.
     pub model_path: Option<PathBuf>,
+    /// Things the user should know about the run (e.g. a schedule that changed on resume).
+    pub notes: Vec<String>,
 }
 
 impl TrainReport {
@@ -127,6 +134,35 @@ struct TrainerState {
     step: u64,
     rng: [u64; 4],
     optimizer: String,
+    /// The learning-rate schedule, e.g. `cosine:0:2000 warmup 0`.
+    schedule: String,
+}
+
+fn schedule_name(s: &LrSchedule) -> String {
+    format!("{} warmup {}", s.schedule, s.warmup_steps)
+}
+
+/// The files a run directory holds.
+const RUN_FILES: [&str; 5] = [
+    MODEL,
+    CHECKPOINT,
+    "metrics.jsonl",
+    "metrics.csv",
+    "summary.json",
+];
+
+/// The weights of a checkpoint or model file: every tensor but the optimizer's (`optim.*`) and the
+/// task's (`task.*`).
+pub fn model_tensors(file: &TensorFile) -> TensorFile {
+    let mut weights = TensorFile::new();
+    weights.source = file.source.clone();
+    weights.metadata = file.metadata.clone();
+    for (name, tensor) in &file.tensors {
+        if !name.starts_with("optim.") && !name.starts_with("task.") {
+            weights.insert(name.clone(), tensor.clone());
+        }
+    }
+    weights
 }
 
 const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -143,6 +179,7 @@ pub fn train<T: TrainTask>(task: &mut T, opts: &TrainOptions) -> Result<(T::Mode
     let mut model = task.build_model(&mut rng)?;
     let mut optimizer: Box<dyn Optimizer<f32>> = build_optimizer(&opts.optimizer)?;
     let mut start = 0;
+    let mut notes = Vec::new();
     if opts.resume {
         let dir = opts.out_dir.as_deref().ok_or_else(|| {
             Error::invalid(
@@ -151,7 +188,17 @@ pub fn train<T: TrainTask>(task: &mut T, opts: &TrainOptions) -> Result<(T::Mode
                 "needs an output directory to resume from",
             )
         })?;
-        start = resume(dir, task, &mut model, optimizer.as_mut(), &mut rng)?;
+        let (step, schedule) = resume(dir, task, &mut model, optimizer.as_mut(), &mut rng)?;
+        start = step;
+        let now = schedule_name(&opts.schedule);
+        if schedule != now {
+            notes.push(format!(
+                "the learning-rate schedule changed on resume (checkpoint: {schedule}; now: {now}): \
+                 the steps after {start} follow the new schedule"
+            ));
+        }
+    } else if let Some(dir) = &opts.out_dir {
+        prepare_fresh_run(dir, opts.overwrite)?;
     }
     if start > opts.steps {
         return Err(Error::invalid(
@@ -179,6 +226,9 @@ pub fn train<T: TrainTask>(task: &mut T, opts: &TrainOptions) -> Result<(T::Mode
         None => None,
     };
     let bar = progress_bar(opts, start);
+    for note in &notes {
+        say(&bar, opts.progress, &format!("note: {note}"));
+    }
     let t0 = Instant::now();
     let mut train_seconds = 0.0;
     let mut items = 0usize;
@@ -256,13 +306,7 @@ pub fn train<T: TrainTask>(task: &mut T, opts: &TrainOptions) -> Result<(T::Mode
                 })?;
             }
             let line = format!("{} step {done}: {}", opts.label, fmt_metrics(&metrics));
-            if bar.is_hidden() {
-                if opts.progress {
-                    eprintln!("{}", line.trim());
-                }
-            } else {
-                bar.println(line.trim());
-            }
+            say(&bar, opts.progress, line.trim());
             last_eval = Some(metrics.clone());
             evals.push(EvalPoint {
                 step: done,
@@ -277,6 +321,7 @@ pub fn train<T: TrainTask>(task: &mut T, opts: &TrainOptions) -> Result<(T::Mode
                 task,
                 &mut model,
                 optimizer.as_ref(),
+                &opts.schedule,
                 &rng,
                 done,
                 &metadata,
@@ -308,20 +353,34 @@ pub fn train<T: TrainTask>(task: &mut T, opts: &TrainOptions) -> Result<(T::Mode
         items_per_s: items as f64 / train_seconds.max(1e-12),
         item_name: task.item_name().to_string(),
         model_path: opts.out_dir.as_ref().map(|d| d.join(MODEL)),
+        notes,
     };
     if let Some(dir) = &opts.out_dir {
-        let json = serde_json::to_string_pretty(&report).expect("serialisable");
+        let summary = serde_json::json!({
+            "report": &report,
+            "settings": {
+                "task": metadata.get("skipgate.task").and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()),
+                "model": metadata.get("skipgate.model").and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()),
+                "optimizer": format!("{:?}", opts.optimizer),
+                "schedule": schedule_name(&opts.schedule),
+                "clip": opts.clip,
+                "seed": opts.seed,
+            },
+        });
+        let json = serde_json::to_string_pretty(&summary).expect("serialisable");
         write_atomic(&dir.join("summary.json"), json.as_bytes())?;
     }
     Ok((model, report))
 }
 
 /// Writes `model.safetensors` and `checkpoint.safetensors`, each atomically.
+#[allow(clippy::too_many_arguments)]
 fn save_checkpoint<T: TrainTask>(
     dir: &Path,
     task: &T,
     model: &mut T::Model,
     optimizer: &dyn Optimizer<f32>,
+    schedule: &LrSchedule,
     rng: &Rng,
     step: u64,
     metadata: &BTreeMap<String, String>,
@@ -342,6 +401,7 @@ fn save_checkpoint<T: TrainTask>(
         step,
         rng: rng.state(),
         optimizer: optimizer.name().to_string(),
+        schedule: schedule_name(schedule),
     };
     ckpt.metadata.insert(
         "skipgate.trainer".into(),
@@ -350,14 +410,15 @@ fn save_checkpoint<T: TrainTask>(
     ckpt.write(dir.join(CHECKPOINT))
 }
 
-/// Loads a checkpoint into `model`, `optimizer`, `task` and `rng`; returns its step.
+/// Loads a checkpoint into `model`, `optimizer`, `task` and `rng`; returns its step and the
+/// schedule it was trained with.
 fn resume<T: TrainTask>(
     dir: &Path,
     task: &mut T,
     model: &mut T::Model,
     optimizer: &mut dyn Optimizer<f32>,
     rng: &mut Rng,
-) -> Result<u64> {
+) -> Result<(u64, String)> {
     let path = dir.join(CHECKPOINT);
     let source = path.display().to_string();
     let file = TensorFile::read(&path)?;
@@ -371,7 +432,7 @@ fn resume<T: TrainTask>(
             Some(have) if *have == want || key == "skipgate.version" => {}
             Some(have) => {
                 return Err(bad(format!(
-                    "was written for a different run: {key} is {have}, this run has {want}"
+                    "was written for a different run: {key} is {have:?}, this run has {want:?}"
                 )));
             }
             None => {
@@ -395,20 +456,53 @@ fn resume<T: TrainTask>(
             optimizer.name()
         )));
     }
-    let mut weights = TensorFile::new();
     let mut optim = Vec::new();
-    for (name, tensor) in &file.tensors {
+    for name in file.names() {
         if let Some(rest) = name.strip_prefix("optim.") {
             optim.push((rest.to_string(), file.get_array::<f32>(name)?));
-        } else if !name.starts_with("task.") {
-            weights.insert(name.clone(), tensor.clone());
         }
     }
-    load_state_dict(model, &weights, &source)?;
+    load_state_dict(model, &model_tensors(&file), &source)?;
     optimizer.load_state_tensors(optim)?;
     task.load_state(&file)?;
     *rng = Rng::from_state(state.rng);
-    Ok(state.step)
+    Ok((state.step, state.schedule))
+}
+
+/// Refuses to start over in a directory that holds a run, unless `overwrite`, in which case the
+/// run's files are removed first (so no stale log of another format stays behind).
+fn prepare_fresh_run(dir: &Path, overwrite: bool) -> Result<()> {
+    let ckpt = dir.join(CHECKPOINT);
+    if ckpt.exists() && !overwrite {
+        return Err(Error::invalid(
+            "train",
+            "output directory",
+            format!(
+                "{} already holds a training run; resume it, or choose another directory, or allow overwriting it",
+                dir.display()
+            ),
+        ));
+    }
+    if overwrite {
+        for f in RUN_FILES {
+            let path = dir.join(f);
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints a line above the progress bar, or on stderr when there is no bar (a closed stderr is
+/// ignored: training goes on).
+fn say(bar: &ProgressBar, progress: bool, line: &str) {
+    if !bar.is_hidden() {
+        bar.println(line);
+    } else if progress {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
 }
 
 fn progress_bar(opts: &TrainOptions, start: u64) -> ProgressBar {

@@ -474,8 +474,24 @@ impl CharLmTask {
             Some(path) => TextCorpus::from_file(path)?,
             None => TextCorpus::shakespeare(),
         };
+        if model.bidirectional {
+            return Err(Error::invalid(
+                "CharLmTask",
+                "model",
+                "a language model predicts each character from the ones before it; \
+                 a reversed direction would read the very character it has to predict",
+            ));
+        }
         let (train, val_ids) = corpus.split(train_fraction)?;
-        let mut val = TextCorpus::eval_batches(&val_ids, batch, seq_len)?;
+        let mut val =
+            TextCorpus::eval_batches(&val_ids, batch, seq_len).map_err(|e| Error::Data {
+                what: "validation split".into(),
+                msg: format!(
+                    "the last {:.0}% of the text ({} characters) is held out for validation: {e}",
+                    (1.0 - train_fraction) * 100.0,
+                    val_ids.len()
+                ),
+            })?;
         if let Some(n) = val_batches {
             val.truncate(n.max(1));
         }
@@ -617,7 +633,8 @@ fn to3(a: ndarray::ArrayD<f32>) -> Result<Array3<f32>> {
     })
 }
 
-/// Rebuilds a character language model from the `model.safetensors` of a `charlm` run.
+/// Rebuilds a character language model from the `model.safetensors` (or `checkpoint.safetensors`)
+/// of a `charlm` run.
 ///
 /// # Errors
 /// The file cannot be read, was not written by a `charlm` run (no `skipgate.task`,
@@ -639,7 +656,7 @@ pub fn load_char_lm(path: &std::path::Path) -> Result<(TokenRnn<f32>, CharVocab)
         .map_err(|e| bad(format!("skipgate.task: {e}")))?;
     if !matches!(task, TaskSpec::CharLm { .. }) {
         return Err(bad(format!(
-            "is a {} model, expected a charlm model",
+            "holds a model trained on the {} task, not a character language model (charlm)",
             task.name()
         )));
     }
@@ -647,6 +664,7 @@ pub fn load_char_lm(path: &std::path::Path) -> Result<(TokenRnn<f32>, CharVocab)
         .map_err(|e| bad(format!("skipgate.model: {e}")))?;
     let vocab = CharVocab::from_chars(meta("skipgate.vocab")?.clone())?;
     let mut model = token_model(&spec, vocab.len(), vocab.len(), &mut Rng::seed(0))?;
-    crate::io::load_state_dict(&mut model, &file, &source)?;
+    // A training checkpoint also holds the optimizer's and the task's state: only the weights load.
+    crate::io::load_state_dict(&mut model, &super::model_tensors(&file), &source)?;
     Ok((model, vocab))
 }

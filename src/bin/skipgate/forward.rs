@@ -3,12 +3,13 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use ndarray::{Array3, ArrayD};
+use ndarray::{Array3, ArrayD, Axis, Slice};
 use skipgate::io::{TensorData, TensorFile, load_state_dict};
 use skipgate::rnn::{CellKind, Recurrent, SeqInput, config_from_state_dict};
 use skipgate::{Error, Mode, Result, Rng, Scalar};
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct ForwardArgs {
     /// The layer's state_dict as safetensors (PyTorch names: weight_ih_l0, …; a common prefix such as `rnn.` is allowed).
     #[arg(long)]
@@ -16,7 +17,8 @@ pub struct ForwardArgs {
     /// Inputs: `input` (T, B, I) or (B, T, I) with --batch-first; optional `h0`, `c0` (L·D, B, H) and `lengths` (B).
     #[arg(long)]
     pub input: PathBuf,
-    /// Where to write `output`, `h_n` and (LSTM) `c_n`.
+    /// Where to write `output`, `h_n` and (LSTM) `c_n`. With `lengths`, `output` is padded to the
+    /// longest sequence, as `pad_packed_sequence` returns it.
     #[arg(long)]
     pub output: PathBuf,
     /// Cell type: rnn (tanh), rnn-relu, lstm, gru.
@@ -42,7 +44,7 @@ pub fn run(args: ForwardArgs) -> Result<()> {
         }
     }
     if ignored > 0 {
-        eprintln!(
+        crate::note!(
             "note: running the layer under prefix {prefix:?}; {ignored} other tensors ignored"
         );
     }
@@ -56,7 +58,7 @@ pub fn run(args: ForwardArgs) -> Result<()> {
         run_layer::<f32>(&config, &own, &inputs, &args.weights.display().to_string())?
     };
     out.write(&args.output)?;
-    eprintln!(
+    crate::note!(
         "{} {}×{}{}: wrote {} to {}",
         kind,
         config.num_layers,
@@ -80,6 +82,15 @@ fn run_layer<F: Scalar>(
 ) -> Result<TensorFile> {
     let mut layer = Recurrent::<F>::new(config.clone(), &mut Rng::seed(0))?;
     load_state_dict(&mut layer, weights, source)?;
+    const KNOWN: [&str; 4] = ["input", "h0", "c0", "lengths"];
+    if let Some(unknown) = inputs.names().into_iter().find(|n| !KNOWN.contains(n)) {
+        return Err(Error::Checkpoint {
+            path: inputs.source.clone(),
+            msg: format!(
+                "unknown tensor {unknown:?}: the inputs are `input` and optionally `h0`, `c0`, `lengths`"
+            ),
+        });
+    }
     let x = to3::<F>(inputs, "input")?;
     let h0 = inputs
         .contains("h0")
@@ -91,6 +102,9 @@ fn run_layer<F: Scalar>(
         .transpose()?;
     let lengths = if inputs.contains("lengths") {
         let raw = inputs.get_i64("lengths")?;
+        if raw.ndim() != 1 {
+            return Err(Error::shape("forward", "lengths", "(B)", raw.shape()));
+        }
         let mut out = Vec::with_capacity(raw.len());
         for (b, &v) in raw.iter().enumerate() {
             if v < 0 {
@@ -117,8 +131,18 @@ fn run_layer<F: Scalar>(
         inp = inp.lengths(l);
     }
     let out = layer.forward(inp, Mode::Eval, &mut Rng::seed(0))?;
+    // As `pad_packed_sequence` returns it: padded to the longest sequence, not to the input's T.
+    let output = match lengths.as_ref().and_then(|l| l.iter().max()) {
+        Some(&longest) => {
+            let axis = if config.batch_first { Axis(1) } else { Axis(0) };
+            out.output
+                .slice_axis(axis, Slice::from(..longest))
+                .to_owned()
+        }
+        None => out.output,
+    };
     let mut file = TensorFile::new();
-    file.insert_array("output", out.output.view());
+    file.insert_array("output", output.view());
     file.insert_array("h_n", out.h_n.view());
     if let Some(c) = &out.c_n {
         file.insert_array("c_n", c.view());

@@ -8,13 +8,16 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use skipgate::loss::mse_loss;
 use skipgate::optim::{OptimizerKind, OptimizerSpec};
 use skipgate::rnn::{CellKind, RecurrentInit};
+use skipgate::train::TrainTask;
 use skipgate::train::tasks::{CharLmTask, RegressionTask};
 use skipgate::train::{ModelSpec, TaskSpec, TrainOptions, TrainReport, fmt_value, train};
-use skipgate::{Result, Rng};
+use skipgate::{Mode, Result, Rng};
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct LabArgs {
     /// Directory for the runs' models, metrics and the summary.
     #[arg(long, default_value = "runs/lab")]
@@ -60,18 +63,19 @@ pub fn run(args: LabArgs) -> Result<()> {
         eval_every: (steps / 4).max(1),
         out_dir: Some(args.out.join(name)),
         seed: args.seed,
+        overwrite: true, // the lab's runs are its own: a new lab replaces them
         progress: !args.quiet,
         label: name.to_string(),
         ..TrainOptions::new(steps, optimizer)
     };
 
-    println!(
+    crate::say!(
         "skipgate lab: recurrent networks and the vanishing gradient, on embedded data (seed {})\n",
         args.seed
     );
 
     // 1. The course's example.
-    println!(
+    crate::say!(
         "1. The course's example: a tanh RNN (input 1, hidden 10) learns y = Σ_t x_t for X ~ U(0,1) of shape (100, 5, 1)."
     );
     let spec = TaskSpec::Sum {
@@ -90,7 +94,7 @@ pub fn run(args: LabArgs) -> Result<()> {
         ),
     )?;
     let mse = metric(&r, "test_mse");
-    println!(
+    crate::say!(
         "   test MSE {} after {} full-batch Adam steps; predicting the mean scores {}.\n",
         fmt_value(mse),
         r.steps,
@@ -107,7 +111,7 @@ pub fn run(args: LabArgs) -> Result<()> {
 
     // 2. The adding problem.
     let (t_len, hidden) = (50, 64);
-    println!(
+    crate::say!(
         "2. The adding problem (T = {t_len}, hidden {hidden}): the target is the sum of two values marked somewhere in\n   a sequence of {t_len}; predicting the constant 1 scores 1/6. The gradient must cross up to {t_len} steps."
     );
     let mut curves = Vec::new();
@@ -124,6 +128,7 @@ pub fn run(args: LabArgs) -> Result<()> {
             val_size: 1000,
         };
         let mut task = RegressionTask::new(spec, model, 64, args.seed)?;
+        let reach = gradient_reach_at_init(&task, args.seed)?;
         let mut o = options(
             &format!("adding-{kind}"),
             adding_steps,
@@ -144,24 +149,24 @@ pub fn run(args: LabArgs) -> Result<()> {
             baseline: Some(task.baseline_mse()),
             seconds: r.seconds,
         });
-        curves.push((label, r));
+        curves.push((label, r, reach));
     }
-    println!("   validation MSE during training:");
-    print!("   {:>6}", "step");
-    for (label, _) in &curves {
-        print!("  {:>24}", label);
+    crate::say!("   validation MSE during training:");
+    let mut header = format!("   {:>6}", "step");
+    for (label, _, _) in &curves {
+        header.push_str(&format!("  {label:>24}"));
     }
-    println!();
+    crate::say!("{header}");
     for i in 0..curves[0].1.evals.len() {
-        print!("   {:>6}", curves[0].1.evals[i].step);
-        for (_, r) in &curves {
-            print!("  {:>24}", fmt_value(r.evals[i].metrics[0].1));
+        let mut line = format!("   {:>6}", curves[0].1.evals[i].step);
+        for (_, r, _) in &curves {
+            line.push_str(&format!("  {:>24}", fmt_value(r.evals[i].metrics[0].1)));
         }
-        println!();
+        crate::say!("{line}");
     }
     let verdicts: Vec<String> = curves
         .iter()
-        .map(|(label, r)| {
+        .map(|(label, r, _)| {
             let (mse, base) = (metric(r, "val_mse"), metric(r, "baseline_mse"));
             let verdict = if mse < 0.1 * base {
                 "learned it"
@@ -173,14 +178,18 @@ pub fn run(args: LabArgs) -> Result<()> {
             format!("{label} {verdict}")
         })
         .collect();
-    println!(
-        "   After {} steps: {}.\n",
-        adding_steps,
-        verdicts.join("; ")
+    crate::say!("   After {} steps: {}.", adding_steps, verdicts.join("; "));
+    let reaches: Vec<String> = curves
+        .iter()
+        .map(|(label, _, reach)| format!("{label} {}", fmt_value(*reach)))
+        .collect();
+    crate::say!(
+        "   At initialisation, the gradient reaching the first step relative to the last,\n   ‖∂L/∂h_1‖ / ‖∂L/∂h_{t_len}‖, is {}.\n",
+        reaches.join("; ")
     );
 
     // 3. Character-level LSTM.
-    println!(
+    crate::say!(
         "3. A character-level LSTM (embedding 32, hidden 128) on tiny Shakespeare (90/10 split)."
     );
     let spec = TaskSpec::CharLm {
@@ -202,7 +211,7 @@ pub fn run(args: LabArgs) -> Result<()> {
     let (mut lm, r) = train(&mut task, &o)?;
     let val = metric(&r, "val_loss");
     let uniform = (task.vocab().len() as f64).ln();
-    println!(
+    crate::say!(
         "   validation loss {} nats/char after {} steps (a uniform guess: ln {} = {}).",
         fmt_value(val),
         r.steps,
@@ -216,11 +225,11 @@ pub fn run(args: LabArgs) -> Result<()> {
         0.8,
         &mut Rng::seed(args.seed),
     )?;
-    println!("   sample (temperature 0.8):\n");
+    crate::say!("   sample (temperature 0.8):\n");
     for line in format!("{prime}{}", task.vocab().decode(&ids)?).lines() {
-        println!("     | {line}");
+        crate::say!("     | {line}");
     }
-    println!();
+    crate::say!();
     rows.push(Row {
         experiment: "char LM, tiny Shakespeare".into(),
         model: "lstm 128".into(),
@@ -231,11 +240,24 @@ pub fn run(args: LabArgs) -> Result<()> {
     });
 
     print_table(&rows);
-    println!(
+    crate::say!(
         "\nRuns (models, metrics.jsonl, summary.json) are in {}.",
         args.out.display()
     );
     Ok(())
+}
+
+/// ‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ for a freshly initialised model on one held-out batch of 64, the loss
+/// taken at the last step: how much of the gradient survives the trip back through time.
+fn gradient_reach_at_init(task: &RegressionTask, seed: u64) -> Result<f64> {
+    let mut rng = Rng::seed(seed);
+    let mut model = task.build_model(&mut rng)?;
+    let batch = task.held_out().batch(&(0..64).collect::<Vec<_>>())?;
+    let pred = model.forward(batch.x.view(), None, Mode::Train, &mut rng)?;
+    let (_, d_pred) = mse_loss(pred.view(), batch.y.view())?;
+    let grads = model.backward(d_pred.view())?;
+    let norms = grads.step_grad_norms.row(0);
+    Ok(norms[0] / norms[norms.len() - 1])
 }
 
 fn metric(r: &TrainReport, name: &str) -> f64 {
@@ -243,17 +265,27 @@ fn metric(r: &TrainReport, name: &str) -> f64 {
 }
 
 fn print_table(rows: &[Row]) {
-    println!("Summary");
-    println!(
+    crate::say!("Summary");
+    crate::say!(
         "| {:<26} | {:<24} | {:<14} | {:>9} | {:>9} | {:>7} |",
-        "experiment", "model", "metric", "result", "baseline", "time"
+        "experiment",
+        "model",
+        "metric",
+        "result",
+        "baseline",
+        "time"
     );
-    println!(
+    crate::say!(
         "|{:-<28}|{:-<26}|{:-<16}|{:->11}|{:->11}|{:->9}|",
-        "", "", "", "", "", ""
+        "",
+        "",
+        "",
+        "",
+        "",
+        ""
     );
     for r in rows {
-        println!(
+        crate::say!(
             "| {:<26} | {:<24} | {:<14} | {:>9} | {:>9} | {:>6.1}s |",
             r.experiment,
             r.model,

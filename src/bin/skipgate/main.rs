@@ -1,5 +1,23 @@
 //! `skipgate`: train, run and inspect residual and gated recurrent networks from the command line.
 
+/// `println!` that ignores a closed stdout (`skipgate … | head`) instead of panicking.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr instead of panicking.
+#[macro_export]
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod forward;
 mod lab;
 mod sample;
@@ -9,7 +27,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Residual networks and gated recurrent networks from scratch: train, sample, run PyTorch weights.
+/// Gated recurrent networks (and, next, residual networks) from scratch: train, sample, run PyTorch weights.
 #[derive(Parser)]
 #[command(name = "skipgate", version, about, long_about = None)]
 struct Cli {
@@ -40,7 +58,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            note!("error: {e}");
             ExitCode::FAILURE
         }
     }

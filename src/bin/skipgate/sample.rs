@@ -7,6 +7,7 @@ use skipgate::train::tasks::load_char_lm;
 use skipgate::{Error, Result, Rng};
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct SampleArgs {
     /// A `model.safetensors` written by `skipgate train --task charlm` (or its run directory).
     #[arg(long)]
@@ -35,7 +36,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         return Err(Error::invalid(
             "sample",
             "--temperature",
-            format!("must be positive, got {}", args.temperature),
+            format!("must be a positive finite number, got {}", args.temperature),
         ));
     }
     let (mut model, vocab) = load_char_lm(&path)?;
@@ -53,7 +54,6 @@ pub fn run(args: SampleArgs) -> Result<()> {
         args.temperature,
         &mut Rng::seed(args.seed),
     )?;
-    print!("{}{}", args.prime, vocab.decode(&ids)?);
-    println!();
+    crate::say!("{}{}", args.prime, vocab.decode(&ids)?);
     Ok(())
 }
