@@ -304,5 +304,7 @@ fn csv_log_has_a_header_and_one_row_per_step_and_evaluation() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap())
             .unwrap();
-    assert_eq!(summary["steps"], 10);
+    assert_eq!(summary["report"]["steps"], 10);
+    assert_eq!(summary["settings"]["task"]["task"], "sum");
+    assert_eq!(summary["settings"]["model"]["hidden"], 10);
 }

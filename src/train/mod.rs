@@ -432,7 +432,9 @@ fn resume<T: TrainTask>(
             Some(have) if *have == want || key == "skipgate.version" => {}
             Some(have) => {
                 return Err(bad(format!(
-                    "was written for a different run: {key} is {have:?}, this run has {want:?}"
+                    "was written for a different run: {key} is {}, this run has {}",
+                    visible(have),
+                    visible(&want)
                 )));
             }
             None => {
@@ -467,6 +469,11 @@ fn resume<T: TrainTask>(
     task.load_state(&file)?;
     *rng = Rng::from_state(state.rng);
     Ok((state.step, state.schedule))
+}
+
+/// `s` with newlines and tabs written as `\n` and `\t`, for one-line messages.
+fn visible(s: &str) -> String {
+    s.replace('\n', "\\n").replace('\t', "\\t")
 }
 
 /// Refuses to start over in a directory that holds a run, unless `overwrite`, in which case the
