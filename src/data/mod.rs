@@ -12,9 +12,15 @@
 //!
 //! Every generator takes an explicit [`Rng`]: the same seed gives the same data.
 
+pub mod images;
 pub mod tasks;
 pub mod text;
 
+pub use images::{
+    Augment, AugmentDraw, EpochBatches, ImageSet, Normalize, Split, load_cifar10_dir,
+    load_fashion_mnist, load_idx_dir, read_cifar_batch, read_digits_csv, read_idx_images,
+    read_idx_labels,
+};
 pub use tasks::{
     CopyLayout, IGNORE, SeqRegression, SeqTokens, adding_problem, copy_task, one_hot, sum_task,
 };
