@@ -259,7 +259,10 @@ fn eval_uses_the_running_stats_and_changes_nothing() {
         let gamma = bn.weight.as_ref().unwrap().value[k];
         let beta = bn.bias.as_ref().unwrap().value[k];
         let want = gamma * (x[[i, k, a, b]] - rm[k]) / (rv[k] + 1e-5).sqrt() + beta;
-        assert!((v - want).abs() < 1e-12, "y[{i},{k},{a},{b}] = {v}, want {want}");
+        assert!(
+            (v - want).abs() < 1e-12,
+            "y[{i},{k},{a},{b}] = {v}, want {want}"
+        );
     }
     assert_eq!(bn.running_mean(), &rm);
     assert_eq!(bn.running_var(), &rv);
@@ -309,9 +312,7 @@ fn large_input_matches_formulas_and_does_not_depend_on_threads() {
     let y = bn.forward(x.view(), Mode::Train).unwrap();
     let dx = bn.backward(g.view()).unwrap();
     let n = (8 * 40 * 40) as f64;
-    let stats = batch_stats(&x);
-    for k in 0..3 {
-        let (mean, var) = stats[k];
+    for (k, (mean, var)) in batch_stats(&x).into_iter().enumerate() {
         let s = 1.0 / (var + 1e-5).sqrt();
         let gamma = bn.weight.as_ref().unwrap().value[k];
         let beta = bn.bias.as_ref().unwrap().value[k];
@@ -343,8 +344,16 @@ fn large_input_matches_formulas_and_does_not_depend_on_threads() {
         })
     };
     let (a, b) = (run(1), run(2));
-    assert!(a.0.iter().zip(&b.0).all(|(p, q)| p.to_bits() == q.to_bits()));
-    assert!(a.1.iter().zip(&b.1).all(|(p, q)| p.to_bits() == q.to_bits()));
+    assert!(
+        a.0.iter()
+            .zip(&b.0)
+            .all(|(p, q)| p.to_bits() == q.to_bits())
+    );
+    assert!(
+        a.1.iter()
+            .zip(&b.1)
+            .all(|(p, q)| p.to_bits() == q.to_bits())
+    );
     assert_eq!(a.2, b.2);
 }
 
@@ -461,6 +470,9 @@ fn defaults_match_pytorch() {
     assert_eq!(bn.num_batches_tracked(), 0);
     assert_eq!(
         bn.param_shapes(),
-        vec![("weight".to_string(), vec![4]), ("bias".to_string(), vec![4])]
+        vec![
+            ("weight".to_string(), vec![4]),
+            ("bias".to_string(), vec![4])
+        ]
     );
 }

@@ -21,7 +21,7 @@
 //! processed in parallel with rayon when the tensor is large; every channel is summed in the same
 //! order either way, so the result does not depend on the number of threads.
 
-use ndarray::{Array1, Array4, ArrayD, ArrayView3, ArrayView4, ArrayViewD, ArrayViewMut3, Axis, Ix1};
+use ndarray::{Array1, Array4, ArrayD, ArrayView4, ArrayViewD, Axis, Ix1, Zip};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result, fmt_shape};
@@ -250,7 +250,6 @@ impl<F: Scalar> BatchNorm2d<F> {
         let mut y = Array4::<F>::zeros((bn, c, h, w)); // (N, C, H, W)
         let parallel = x.len() >= PARALLEL_MIN_LEN;
         let affine: Vec<(f64, f64)> = (0..c).map(|k| (self.gamma(k), self.beta(k))).collect();
-        let x_ch: Vec<ArrayView3<'_, F>> = x.axis_iter(Axis(1)).collect();
 
         if !mode.is_train() {
             let stats: Vec<(f64, f64)> = (0..c)
@@ -259,17 +258,12 @@ impl<F: Scalar> BatchNorm2d<F> {
                     (self.running_mean[k].f64(), s)
                 })
                 .collect();
-            let job = |(k, (xc, mut yc)): (usize, (&ArrayView3<'_, F>, ArrayViewMut3<'_, F>))| {
+            let items: Vec<_> = x.axis_iter(Axis(1)).zip(y.axis_iter_mut(Axis(1))).collect();
+            per_channel(items, parallel, |k, (xc, mut yc)| {
                 let (mean, s) = stats[k];
                 let (g, b) = affine[k];
-                yc.zip_mut_with(xc, |yv, &xv| *yv = F::of((xv.f64() - mean) * s * g + b));
-            };
-            let y_ch: Vec<ArrayViewMut3<'_, F>> = y.axis_iter_mut(Axis(1)).collect();
-            if parallel {
-                x_ch.par_iter().zip(y_ch).enumerate().for_each(job);
-            } else {
-                x_ch.iter().zip(y_ch).enumerate().for_each(job);
-            }
+                yc.zip_mut_with(&xc, |yv, &xv| *yv = F::of((xv.f64() - mean) * s * g + b));
+            });
             return Ok(y);
         }
 
@@ -286,11 +280,13 @@ impl<F: Scalar> BatchNorm2d<F> {
         }
         let mut x_hat = Array4::<F>::zeros((bn, c, h, w)); // (N, C, H, W)
         let (nf, eps) = (n as f64, self.eps);
+        let items: Vec<_> = x
+            .axis_iter(Axis(1))
+            .zip(x_hat.axis_iter_mut(Axis(1)))
+            .zip(y.axis_iter_mut(Axis(1)))
+            .collect();
         // Per channel: (μ, Σ(x − μ)², s), writing x̂ and y.
-        let job = |(k, ((xc, mut xhc), mut yc)): (
-            usize,
-            ((&ArrayView3<'_, F>, ArrayViewMut3<'_, F>), ArrayViewMut3<'_, F>),
-        )| {
+        let stats = per_channel(items, parallel, |k, ((xc, mut xhc), mut yc)| {
             let mean = xc.iter().map(|v| v.f64()).sum::<f64>() / nf;
             let sq: f64 = xc
                 .iter()
@@ -301,33 +297,16 @@ impl<F: Scalar> BatchNorm2d<F> {
                 .sum();
             let s = 1.0 / (sq / nf + eps).sqrt();
             let (g, b) = affine[k];
-            ndarray::Zip::from(&mut xhc)
+            Zip::from(&mut xhc)
                 .and(&mut yc)
-                .and(xc)
+                .and(&xc)
                 .for_each(|xh, yv, &xv| {
                     let v = (xv.f64() - mean) * s;
                     *xh = F::of(v);
                     *yv = F::of(v * g + b);
                 });
             (mean, sq, s)
-        };
-        let xh_ch: Vec<ArrayViewMut3<'_, F>> = x_hat.axis_iter_mut(Axis(1)).collect();
-        let y_ch: Vec<ArrayViewMut3<'_, F>> = y.axis_iter_mut(Axis(1)).collect();
-        let stats: Vec<(f64, f64, f64)> = if parallel {
-            x_ch.par_iter()
-                .zip(xh_ch)
-                .zip(y_ch)
-                .enumerate()
-                .map(job)
-                .collect()
-        } else {
-            x_ch.iter()
-                .zip(xh_ch)
-                .zip(y_ch)
-                .enumerate()
-                .map(job)
-                .collect()
-        };
+        });
 
         let m = self.momentum;
         for (k, &(mean, sq, _)) in stats.iter().enumerate() {
@@ -394,45 +373,27 @@ impl<F: Scalar> BatchNorm2d<F> {
         let gammas: Vec<f64> = (0..c).map(|k| self.gamma(k)).collect();
         let mut dx = Array4::<F>::zeros((bn, c, h, w)); // (N, C, H, W)
 
-        let dy_ch: Vec<ArrayView3<'_, F>> = dy.axis_iter(Axis(1)).collect();
-        let xh_ch: Vec<ArrayView3<'_, F>> = cache.x_hat.axis_iter(Axis(1)).collect();
-        let dx_ch: Vec<ArrayViewMut3<'_, F>> = dx.axis_iter_mut(Axis(1)).collect();
+        let items: Vec<_> = dy
+            .axis_iter(Axis(1))
+            .zip(cache.x_hat.axis_iter(Axis(1)))
+            .zip(dx.axis_iter_mut(Axis(1)))
+            .collect();
         // Per channel: (Σ dy, Σ dy·x̂), writing dx.
-        let job = |(k, ((dyc, xhc), mut dxc)): (
-            usize,
-            ((&ArrayView3<'_, F>, &ArrayView3<'_, F>), ArrayViewMut3<'_, F>),
-        )| {
+        let sums = per_channel(items, parallel, |k, ((dyc, xhc), mut dxc)| {
             let (mut s_dy, mut s_dyxh) = (0.0f64, 0.0f64);
-            ndarray::Zip::from(dyc).and(xhc).for_each(|&d, &xh| {
+            Zip::from(&dyc).and(&xhc).for_each(|&d, &xh| {
                 s_dy += d.f64();
                 s_dyxh += d.f64() * xh.f64();
             });
             let scale = gammas[k] * cache.inv_std[k] / nf;
-            ndarray::Zip::from(&mut dxc)
-                .and(dyc)
-                .and(xhc)
+            Zip::from(&mut dxc)
+                .and(&dyc)
+                .and(&xhc)
                 .for_each(|dxv, &d, &xh| {
                     *dxv = F::of(scale * (nf * d.f64() - s_dy - xh.f64() * s_dyxh));
                 });
             (s_dy, s_dyxh)
-        };
-        let sums: Vec<(f64, f64)> = if parallel {
-            dy_ch
-                .par_iter()
-                .zip(xh_ch.par_iter())
-                .zip(dx_ch)
-                .enumerate()
-                .map(job)
-                .collect()
-        } else {
-            dy_ch
-                .iter()
-                .zip(xh_ch.iter())
-                .zip(dx_ch)
-                .enumerate()
-                .map(job)
-                .collect()
-        };
+        });
         if let Some(wt) = &mut self.weight {
             for (g, s) in wt.grad.iter_mut().zip(&sums) {
                 *g += F::of(s.1);
@@ -444,6 +405,28 @@ impl<F: Scalar> BatchNorm2d<F> {
             }
         }
         Ok(dx)
+    }
+}
+
+/// `f(k, items[k])` for every channel `k`, on the rayon pool if `parallel`, results in channel
+/// order. Each call does the same work either way, so the results do not depend on the threads.
+fn per_channel<T: Send, R: Send>(
+    items: Vec<T>,
+    parallel: bool,
+    f: impl Fn(usize, T) -> R + Sync + Send,
+) -> Vec<R> {
+    if parallel {
+        items
+            .into_par_iter()
+            .enumerate()
+            .map(|(k, t)| f(k, t))
+            .collect()
+    } else {
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(k, t)| f(k, t))
+            .collect()
     }
 }
 
