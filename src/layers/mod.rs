@@ -8,11 +8,13 @@
 //! | [`Dropout`] | `y = x ⊙ mask` (train), `y = x` (eval), any shape | — |
 
 pub mod activation;
+pub mod batchnorm;
 pub mod dropout;
 pub mod embedding;
 pub mod linear;
 
 pub use activation::{Relu, Sigmoid, Tanh};
+pub use batchnorm::{BatchNorm2d, BatchNormConfig};
 pub use dropout::{Dropout, dropout_mask};
 pub use embedding::Embedding;
 pub use linear::{Linear, LinearConfig};

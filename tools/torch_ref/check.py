@@ -6,6 +6,8 @@ Reloads every tests/fixtures/**.safetensors and checks
   * rnn: a hand-written float64 recurrence (no nn.RNN/LSTM/GRU; explicit gate order, explicit
     masking for `lengths`), differentiated with autograd, against every stored output and gradient;
   * optim: hand-written float64 SGD / Adam / AdamW updates with global-norm clipping.
+  * batchnorm: the per-channel normalisation, running-statistics update and backward formulas
+    in float64 (numpy), without nn.BatchNorm2d.
 Exits non-zero on the first mismatch.
 """
 
@@ -276,6 +278,52 @@ def check_optim(case: str, cfg: dict, t: dict) -> None:
     assert clipped == cfg["clipped_steps"], (clipped, cfg["clipped_steps"])
 
 
+# ---------------------------------------------------------------- batchnorm
+def bn_train64(x, w, b, eps):
+    """Train-mode batch norm over axes (N, H, W): y, x_hat, inv_std, batch mean, biased var."""
+    mean = x.mean(axis=(0, 2, 3))
+    var = ((x - mean[None, :, None, None]) ** 2).mean(axis=(0, 2, 3))
+    inv_std = 1 / np.sqrt(var + eps)
+    x_hat = (x - mean[None, :, None, None]) * inv_std[None, :, None, None]
+    return w[None, :, None, None] * x_hat + b[None, :, None, None], x_hat, inv_std, mean, var
+
+
+def check_batchnorm(case: str, cfg: dict, t: dict) -> None:
+    eps, mom = cfg["eps"], cfg["momentum"]
+    w, b = np64(t["weight"]), np64(t["bias"])
+    rm, rv = np.zeros(cfg["num_features"]), np.ones(cfg["num_features"])
+    if case == "train_step":
+        x, go = np64(t["input"]), np64(t["grad_output"])
+        y, x_hat, inv_std, mean, var = bn_train64(x, w, b, eps)
+        n = x.size // x.shape[1]
+        close("output", t["output"], y)
+        close("running_mean", t["running_mean"], (1 - mom) * rm + mom * mean)
+        close("running_var", t["running_var"], (1 - mom) * rv + mom * var * n / (n - 1))
+        assert t["num_batches_tracked"].shape == () and t["num_batches_tracked"].item() == 1
+        s_dy = go.sum(axis=(0, 2, 3))
+        s_dyxh = (go * x_hat).sum(axis=(0, 2, 3))
+        c4 = lambda v: v[None, :, None, None]  # noqa: E731
+        dx = c4(w * inv_std / n) * (n * go - c4(s_dy) - x_hat * c4(s_dyxh))
+        close("grad.input", t["grad.input"], dx)
+        close("grad.weight", t["grad.weight"], s_dyxh)
+        close("grad.bias", t["grad.bias"], s_dy)
+        return
+    for k in range(1, cfg["steps"] + 1):
+        x = np64(t[f"step{k}.input"])
+        assert list(x.shape) == cfg["step_shapes"][k - 1]
+        y, _, _, mean, var = bn_train64(x, w, b, eps)
+        n = x.size // x.shape[1]
+        rm = (1 - mom) * rm + mom * mean
+        rv = (1 - mom) * rv + mom * var * n / (n - 1)
+        close(f"step{k}.output", t[f"step{k}.output"], y)
+        close(f"step{k}.running_mean", t[f"step{k}.running_mean"], rm)
+        close(f"step{k}.running_var", t[f"step{k}.running_var"], rv)
+        assert t[f"step{k}.num_batches_tracked"].item() == k
+    x = np64(t["eval.input"])
+    c4 = lambda v: v[None, :, None, None]  # noqa: E731
+    close("eval.output", t["eval.output"], c4(w) * (x - c4(rm)) / np.sqrt(c4(rv) + eps) + c4(b))
+
+
 def main() -> None:
     files = sorted(FIXTURES.rglob("*.safetensors"))
     total = 0
@@ -295,6 +343,8 @@ def main() -> None:
                     note = f"  (min |relu pre-activation| = {mp:.2e})"
             elif group == "optim":
                 check_optim(case, cfg, t)
+            elif group == "batchnorm":
+                check_batchnorm(case, cfg, t)
             else:
                 raise AssertionError(f"unknown group {group}")
         except AssertionError as e:
