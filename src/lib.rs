@@ -26,13 +26,14 @@
 //! | module | contents |
 //! |---|---|
 //! | [`gemm`] | the one place that multiplies matrices |
-//! | [`layers`] | Linear, Embedding, activations, Dropout |
+//! | [`fastmath`] | vectorisable `f32` exp, tanh and sigmoid |
+//! | [`layers`] | Linear, Embedding, activations, Dropout, BatchNorm2d |
 //! | [`loss`] | MSE, softmax cross-entropy |
 //! | [`rnn`] | RNN/LSTM/GRU cells and multi-layer, bidirectional, variable-length layers with BPTT |
 //! | [`models`] | small sequence models built from the layers |
 //! | [`optim`] | SGD, Adam, AdamW, gradient clipping, learning-rate schedules |
 //! | [`io`] | safetensors checkpoints with PyTorch names, atomic writes, resume state |
-//! | [`data`] | synthetic sequence tasks and character-level text |
+//! | [`data`] | synthetic sequence tasks, character-level text, image datasets |
 //! | [`train`] | the training loop behind `skipgate train` and `skipgate lab` |
 
 pub mod data;

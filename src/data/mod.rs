@@ -1,4 +1,4 @@
-//! Synthetic sequence tasks and character-level text data.
+//! Synthetic sequence tasks, character-level text and image datasets.
 //!
 //! Layout: batch-first, as in the course material — dense inputs `(N, T, I)`, regression
 //! targets `(N, 1)`, token ids `(N, T)`.
@@ -9,6 +9,10 @@
 //! | [`adding_problem`] | values + two markers, `(N, T, 2)` | sum of the marked values, `(N, 1)` | predict 1: MSE `1/6` |
 //! | [`copy_task`] | ids `(N, S+D+1+S)` | the `S` symbols on the last `S` steps, else [`IGNORE`] | uniform guess: CE `ln K` |
 //! | [`TextCorpus`] | char ids `(B, T)` | the next char ids `(B, T)` | unigram entropy |
+//!
+//! Images ([`images`]): IDX files (MNIST, Fashion-MNIST), CIFAR-10 binary batches and the 8×8
+//! digits CSV, stored as raw bytes `(N, C, H, W)` in an [`ImageSet`] and turned into normalised,
+//! optionally augmented `f32` batches.
 //!
 //! Every generator takes an explicit [`Rng`]: the same seed gives the same data.
 

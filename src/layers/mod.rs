@@ -6,6 +6,7 @@
 //! | [`Embedding`] | `y[i] = W[ids[i]]`, `(L) → (L, D)` | `weight (V, D)` |
 //! | [`Tanh`], [`Sigmoid`], [`Relu`] | elementwise, any shape | — |
 //! | [`Dropout`] | `y = x ⊙ mask` (train), `y = x` (eval), any shape | — |
+//! | [`BatchNorm2d`] | `y = γ (x − μ)/√(σ² + ε) + β` per channel, `(N, C, H, W)` | `weight (C)`, `bias (C)`; buffers `running_mean`, `running_var`, `num_batches_tracked` |
 
 pub mod activation;
 pub mod batchnorm;
