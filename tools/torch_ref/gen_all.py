@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import conv  # noqa: E402
 import layers  # noqa: E402
 import loss  # noqa: E402
 import optim  # noqa: E402
@@ -20,7 +21,7 @@ import rnn  # noqa: E402
 
 
 def main() -> None:
-    for module in (layers, loss, rnn, optim):
+    for module in (layers, loss, rnn, optim, conv):
         module.main()
 
 
