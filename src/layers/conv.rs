@@ -11,19 +11,27 @@
 //! and the convolution of group `g` is one matrix product,
 //! `y_g (C_out/G, OH·OW) = W_g (C_out/G, C_in/G·kh·kw) · cols_g (C_in/G·kh·kw, OH·OW)`, where
 //! `cols_g` are the rows of the channels of group `g` (contiguous, because the channel is the
-//! slowest index of a row). The backward pass is the two transposed products,
-//! `∂W_g += dy_g · cols_gᵀ` and `dcols_g = W_gᵀ · dy_g`, followed by col2im, the adjoint of im2col,
-//! which adds every column entry back onto the input pixel it was copied from.
+//! slowest index of a row). The backward pass is the two transposed products:
 //!
-//! A 1×1 convolution with stride 1 and no padding needs no im2col: `cols` is the image itself.
+//! * `dcols_g = W_gᵀ · dy_g`, followed by col2im, the adjoint of im2col, which adds every column
+//!   entry back onto the input pixel it was copied from: that is `∂x`;
+//! * `∂W_g += dy_g · cols_gᵀ`. The GEMM packs its right operand fast only when it is row-major,
+//!   so this product reads `cols_gᵀ` from its own gather, *im2row*, made from the input stored
+//!   channels last `(H·W, C_in)`: there the values of one kernel tap (and, with one group and no
+//!   dilation, of a whole kernel row) are contiguous. Its columns come out in `(i, j, c)` order
+//!   and are put back in PyTorch's `(c, i, j)` order once, when the gradient is added to `W`.
+//!   The forward pass stores the input channels last for this (instead of a plain copy).
+//!
+//! A 1×1 convolution with stride 1 and no padding needs no im2col: `cols` is the image itself
+//! (and `cols_nᵀ` the channels-last image).
 //!
 //! Threads: images are independent in the forward pass and in `∂x`, so they are spread over the
 //! current rayon pool. `∂W` and `∂b` are sums over the batch: the batch is cut into a number of
 //! contiguous chunks that depends only on the batch size and the weight size (never on the thread
 //! count), each chunk sums its images in order into its own partial gradient, and the partials are
 //! added in chunk order. The bits of every result are therefore the same for any thread count and
-//! any scheduling. Memory stays bounded: one `cols` buffer per running task, never one for the
-//! whole batch.
+//! any scheduling. Memory stays bounded: one `cols` (or `colsᵀ`) buffer per running task, never
+//! one for the whole batch.
 
 use ndarray::{Array1, Array4, ArrayView2, ArrayView4, ArrayViewMut2, Ix1, Ix4};
 use rayon::prelude::*;
@@ -241,8 +249,9 @@ pub struct Conv2d<F: Scalar> {
     pub weight: Param<F, Ix4>,
     /// `b: (C_out)`, if the layer has a bias.
     pub bias: Option<Param<F, Ix1>>,
-    /// The input of the last train-mode forward, in standard layout. // (N, C_in, H, W)
-    x: Option<Array4<F>>,
+    /// The input of the last train-mode forward, channels last (what the weight gradient
+    /// reads): `x.shape()` and `xt: (N, H·W, C_in)`.
+    x: Option<([usize; 4], Vec<F>)>,
 }
 
 impl<F: Scalar> Conv2d<F> {
@@ -372,8 +381,8 @@ impl<F: Scalar> Conv2d<F> {
 
     /// `y = conv(x, W) + b`; `x: (N, C_in, H, W) → y: (N, C_out, OH, OW)`.
     ///
-    /// In [`Mode::Train`] a copy of `x` is kept for [`Conv2d::backward`]; in [`Mode::Eval`] (or on
-    /// error) nothing is kept, and an earlier cache is dropped.
+    /// In [`Mode::Train`] a copy of `x` (stored channels last) is kept for [`Conv2d::backward`];
+    /// in [`Mode::Eval`] (or on error) nothing is kept, and an earlier cache is dropped.
     ///
     /// # Errors
     /// [`Error::Shape`] if `x` does not have `C_in` channels, has an empty height or width, or is
@@ -388,20 +397,34 @@ impl<F: Scalar> Conv2d<F> {
         let ws = w.as_slice().expect("standard layout");
         let bias = self.bias.as_ref().map(|b| b.value.to_vec()); // (C_out)
         let mut y = Array4::zeros((g.n, g.oc, g.oh, g.ow)); // (N, C_out, OH, OW)
+        let x_len = g.c * g.h * g.w;
+        // The cache for backward, written by the same parallel loop. // (N, H·W, C_in)
+        let mut xt = vec![F::zero(); if mode.is_train() { xs.len() } else { 0 }];
         if g.n > 0 {
             let spans = g.col_spans();
             let buf = if g.pointwise() { 0 } else { g.k() * g.l() };
-            y.as_slice_mut()
-                .expect("fresh array")
-                .par_chunks_mut(g.oc * g.l())
-                .zip(xs.par_chunks(g.c * g.h * g.w))
-                .for_each_init(
+            let run = |cols: &mut Vec<F>, y_n: &mut [F], x_n: &[F], xt_n: Option<&mut [F]>| {
+                g.forward_image(&spans, ws, bias.as_deref(), x_n, cols, y_n);
+                if let Some(xt_n) = xt_n {
+                    transpose(x_n, g.c, g.h * g.w, xt_n);
+                }
+            };
+            let ys = y.as_slice_mut().expect("fresh array");
+            let ys = ys.par_chunks_mut(g.oc * g.l()).zip(xs.par_chunks(x_len));
+            if mode.is_train() {
+                ys.zip(xt.par_chunks_mut(x_len)).for_each_init(
                     || vec![F::zero(); buf], // cols: (C_in·kh·kw, OH·OW)
-                    |cols, (y_n, x_n)| g.forward_image(&spans, ws, bias.as_deref(), x_n, cols, y_n),
+                    |cols, ((y_n, x_n), xt_n)| run(cols, y_n, x_n, Some(xt_n)),
                 );
+            } else {
+                ys.for_each_init(
+                    || vec![F::zero(); buf], // cols: (C_in·kh·kw, OH·OW)
+                    |cols, (y_n, x_n)| run(cols, y_n, x_n, None),
+                );
+            }
         }
         if mode.is_train() {
-            self.x = Some(x.into_owned());
+            self.x = Some((dims4(x.shape()), xt));
         }
         Ok(y)
     }
@@ -417,8 +440,8 @@ impl<F: Scalar> Conv2d<F> {
     /// is not `(N, C_out, OH, OW)` for that forward.
     pub fn backward(&mut self, dy: ArrayView4<'_, F>) -> Result<Array4<F>> {
         const OP: &str = "Conv2d::backward";
-        let x = self.x.as_ref().ok_or(Error::NoForwardCache { op: OP })?;
-        let g = self.geometry(OP, x.shape())?;
+        let (shape, _) = self.x.as_ref().ok_or(Error::NoForwardCache { op: OP })?;
+        let g = self.geometry(OP, shape)?;
         let want = [g.n, g.oc, g.oh, g.ow];
         if dy.shape() != want {
             return Err(Error::shape(
@@ -428,8 +451,7 @@ impl<F: Scalar> Conv2d<F> {
                 dy.shape(),
             ));
         }
-        let x = self.x.take().expect("checked above"); // (N, C_in, H, W)
-        let xs = x.as_slice().expect("kept in standard layout");
+        let (_, xt) = self.x.take().expect("checked above"); // (N, H·W, C_in)
         let dy = dy.as_standard_layout(); // (N, C_out, OH, OW)
         let dys = dy.as_slice().expect("standard layout");
         let w = self.weight.value.as_standard_layout(); // (C_out, C_in/G, kh, kw)
@@ -456,21 +478,23 @@ impl<F: Scalar> Conv2d<F> {
         // sums; the partials come back in chunk order and are added in that order.
         let chunk = g.n.div_ceil(wgrad_chunks(g.n, ws.len()));
         let with_bias = self.bias.is_some();
-        let partials: Vec<(Vec<F>, Vec<F>)> = xs
+        let partials: Vec<(Vec<F>, Vec<F>)> = xt
             .par_chunks(chunk * x_len)
             .zip(dys.par_chunks(chunk * y_len))
-            .map(|(x_c, dy_c)| {
-                let mut dw = vec![F::zero(); ws.len()]; // (C_out, C_in/G·kh·kw)
-                let mut db = vec![F::zero(); if with_bias { g.oc } else { 0 }]; // (C_out)
-                let mut cols = vec![F::zero(); buf]; // (C_in·kh·kw, OH·OW)
-                for (x_n, dy_n) in x_c.chunks(x_len).zip(dy_c.chunks(y_len)) {
-                    g.weight_grad_image(&spans, x_n, dy_n, &mut cols, &mut dw);
-                    for (db_o, dy_o) in db.iter_mut().zip(dy_n.chunks(g.l())) {
-                        *db_o += dy_o.iter().fold(F::zero(), |s, &v| s + v);
+            .map_init(
+                || vec![F::zero(); if g.pointwise() { 0 } else { g.l() * g.k() }], // rows: (OH·OW, C_in·kh·kw)
+                |rows, (xt_c, dy_c)| {
+                    let mut dw = vec![F::zero(); ws.len()]; // (C_out, kh·kw·C_in/G), see weight_grad_image
+                    let mut db = vec![F::zero(); if with_bias { g.oc } else { 0 }]; // (C_out)
+                    for (xt_n, dy_n) in xt_c.chunks(x_len).zip(dy_c.chunks(y_len)) {
+                        g.weight_grad_image(xt_n, dy_n, rows, &mut dw);
+                        for (db_o, dy_o) in db.iter_mut().zip(dy_n.chunks(g.l())) {
+                            *db_o += dy_o.iter().fold(F::zero(), |s, &v| s + v);
+                        }
                     }
-                }
-                (dw, db)
-            })
+                    (dw, db)
+                },
+            )
             .collect();
         let mut partials = partials.into_iter();
         let (mut dw, mut db) = partials.next().expect("n > 0 gives one chunk or more");
@@ -478,8 +502,20 @@ impl<F: Scalar> Conv2d<F> {
             add_into(&mut dw, &pw);
             add_into(&mut db, &pb);
         }
-        for (gw, d) in self.weight.grad.iter_mut().zip(&dw) {
-            *gw += *d;
+        // dw columns are (i, j, c) per group; the weight is (C_out, C_in/G, kh, kw).
+        let (cg, taps) = (g.c / g.groups, g.kh * g.kw);
+        for (mut gw_o, dw_o) in self
+            .weight
+            .grad
+            .outer_iter_mut()
+            .zip(dw.chunks_exact(cg * taps))
+        {
+            for (t, dw_t) in dw_o.chunks_exact(cg).enumerate() {
+                let (i, j) = (t / g.kw, t % g.kw);
+                for (c, &d) in dw_t.iter().enumerate() {
+                    gw_o[[c, i, j]] += d;
+                }
+            }
         }
         if let Some(b) = &mut self.bias {
             for (gb, d) in b.grad.iter_mut().zip(&db) {
@@ -511,9 +547,32 @@ fn wgrad_chunks(n: usize, weight_len: usize) -> usize {
     n.clamp(1, MAX_WGRAD_CHUNKS.min(by_memory))
 }
 
+fn dims4(s: &[usize]) -> [usize; 4] {
+    [s[0], s[1], s[2], s[3]]
+}
+
 fn add_into<F: Scalar>(acc: &mut [F], v: &[F]) {
     for (a, b) in acc.iter_mut().zip(v) {
         *a += *b;
+    }
+}
+
+/// `dst (cols, rows) ← srcᵀ` for a row-major `src: (rows, cols)`, in square tiles that stay in
+/// the L1 cache.
+fn transpose<F: Copy>(src: &[F], rows: usize, cols: usize, dst: &mut [F]) {
+    const T: usize = 16;
+    let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
+    for r0 in (0..rows).step_by(T) {
+        let r1 = (r0 + T).min(rows);
+        for c0 in (0..cols).step_by(T) {
+            let c1 = (c0 + T).min(cols);
+            for r in r0..r1 {
+                let s = &src[r * cols + c0..r * cols + c1];
+                for (c, &v) in (c0..c1).zip(s) {
+                    dst[c * rows + r] = v;
+                }
+            }
+        }
     }
 }
 
@@ -757,32 +816,85 @@ impl Geom {
         }
     }
 
-    /// `dw += dy_n · cols_nᵀ` for one image (per group `dW_g += dy_g (OC/G, L) · cols_gᵀ (L, Kg)`);
-    /// `x_n: (C, H, W)`, `dy_n: (OC, L)`, `cols: (C·kh·kw, L)` scratch, `dw: (OC, Kg)`.
-    fn weight_grad_image<F: Scalar>(
-        &self,
-        spans: &[(usize, usize)],
-        x_n: &[F],
-        dy_n: &[F],
-        cols: &mut [F],
-        dw: &mut [F],
-    ) {
-        let (l, kg, ocg) = (self.l(), self.kg(), self.ocg());
-        let src: &[F] = if self.pointwise() {
-            x_n
+    /// `rows ← im2row(xt)`, the transposed column matrix with its columns in channels-last order:
+    /// `xt: (H·W, C)` (the image, channels last), `rows: (OH·OW, G·kh·kw·C/G)`,
+    ///
+    /// ```text
+    /// rows[oh·OW + ow, ((g·kh + i)·kw + j)·C/G + c] = x[g·C/G + c, oh·sh + i·dh − ph, ow·sw + j·dw − pw]
+    /// ```
+    ///
+    /// (0 outside `x`), every entry written. With channels last, the values of one kernel tap are
+    /// contiguous in both `xt` and `rows` (and with one group and dilation 1 a whole kernel row
+    /// is), so the gather is a few block copies per output pixel. The weight gradient multiplies
+    /// by this layout because the GEMM packs a row-major right operand much faster than a
+    /// transposed view of `cols`.
+    fn im2row<F: Scalar>(&self, xt: &[F], rows: &mut [F]) {
+        let (c, kw, dw) = (self.c, self.kw, self.dw);
+        let cg = c / self.groups;
+        let whole_rows = self.groups == 1 && dw == 1; // kernel row = kw·C contiguous values
+        let mut out = rows.chunks_exact_mut(self.k());
+        for oh in 0..self.oh {
+            for ow in 0..self.ow {
+                let row = out.next().expect("OH·OW rows"); // (G·kh·kw·C/G)
+                let iw0 = (ow * self.sw) as isize - self.pw as isize; // input column of j = 0
+                let inside = iw0 >= 0 && iw0 as usize + (kw - 1) * dw < self.w;
+                for (gi, block) in row.chunks_exact_mut(kw * cg).enumerate() {
+                    let (grp, i) = (gi / self.kh, gi % self.kh); // block: (kw, C/G)
+                    let Some(ih) = self.in_row(oh, i) else {
+                        block.fill(F::zero());
+                        continue;
+                    };
+                    let line = &xt[ih * self.w * c..(ih + 1) * self.w * c]; // (W, C)
+                    if whole_rows && inside {
+                        let start = iw0 as usize * c;
+                        copy(block, &line[start..start + kw * c]);
+                        continue;
+                    }
+                    for (j, seg) in block.chunks_exact_mut(cg).enumerate() {
+                        let iw = iw0 + (j * dw) as isize;
+                        if iw >= 0 && (iw as usize) < self.w {
+                            let start = iw as usize * c + grp * cg;
+                            copy(seg, &line[start..start + cg]);
+                        } else {
+                            seg.fill(F::zero());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `dw += dy_n · cols_nᵀ` for one image, with the columns of `dw` in the channels-last order
+    /// of [`Geom::im2row`]: per group `dW_g (OC/G, kh·kw·C/G) += dy_g (OC/G, L) · rows_g (L, Kg)`,
+    /// `rows_g` the columns of group `g`. `xt_n: (H·W, C)` (the image, channels last),
+    /// `dy_n: (OC, L)`, scratch `rows: (L, C·kh·kw)` (unused for a pointwise layer, whose `rows`
+    /// is `xt_n`), `dw: (OC, kh·kw·C/G)`.
+    fn weight_grad_image<F: Scalar>(&self, xt_n: &[F], dy_n: &[F], rows: &mut [F], dw: &mut [F]) {
+        let (l, k, kg, ocg) = (self.l(), self.k(), self.kg(), self.ocg());
+        let rows: &[F] = if self.pointwise() {
+            xt_n
         } else {
-            self.im2col(spans, x_n, cols);
-            cols
+            self.im2row(xt_n, rows);
+            rows
         };
+        let rows = mat(rows, l, k); // (L, G·kh·kw·C/G)
         for grp in 0..self.groups {
             gemm(
                 F::one(),
                 mat(&dy_n[grp * ocg * l..], ocg, l),
-                mat(&src[grp * kg * l..], kg, l).t(),
+                rows.slice(ndarray::s![.., grp * kg..(grp + 1) * kg]),
                 F::one(),
                 mat_mut(&mut dw[grp * ocg * kg..], ocg, kg),
             );
         }
+    }
+}
+
+/// `dst ← src` (equal lengths), as a loop the compiler vectorises (no call for short runs).
+#[inline(always)]
+fn copy<F: Copy>(dst: &mut [F], src: &[F]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = *s;
     }
 }
 
@@ -834,6 +946,28 @@ mod tests {
             let mut cols = vec![f64::NAN; g.k() * g.l()];
             g.im2col(&spans, &x, &mut cols);
             assert_eq!(cols, naive_cols(&g, &x), "{cfg:?}");
+            // im2row: the transpose of cols with the columns in (group, i, j, channel) order.
+            let mut xt = vec![0.0; x.len()];
+            transpose(&x, g.c, h * w, &mut xt);
+            let mut rows = vec![f64::NAN; g.k() * g.l()];
+            g.im2row(&xt, &mut rows);
+            let cg = g.c / g.groups;
+            for (r, row) in rows.chunks(g.k()).enumerate() {
+                for (q, v) in row.iter().enumerate() {
+                    let (grp, i, j, cl) = (
+                        q / (g.kh * g.kw * cg),
+                        q / (g.kw * cg) % g.kh,
+                        q / cg % g.kw,
+                        q % cg,
+                    );
+                    let cr = ((grp * cg + cl) * g.kh + i) * g.kw + j;
+                    assert_eq!(
+                        *v,
+                        cols[cr * g.l() + r],
+                        "{cfg:?}: im2row = im2colᵀ, permuted"
+                    );
+                }
+            }
             // ⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩ for c = e_r: col2im(e_r) puts a 1 where im2col read.
             let dc: Vec<f64> = (0..g.k() * g.l()).map(|v| ((v * 7) % 11) as f64).collect();
             let mut dx = vec![0.0; x.len()];

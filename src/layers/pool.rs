@@ -409,7 +409,7 @@ impl AvgPool2d {
         let dys = dy.as_slice().expect("standard layout");
         let area = F::of((win.kh * win.kw) as f64);
         let mut dx = Array4::zeros(shapes.input); // (N, C, H, W)
-        if dx.len() > 0 {
+        if !dx.is_empty() {
             dx.as_slice_mut()
                 .expect("fresh array")
                 .par_chunks_mut(win.h * win.w)
