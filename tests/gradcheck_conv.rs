@@ -269,6 +269,35 @@ fn conv_eval_forward_keeps_nothing() {
     assert!(matches!(err, Error::NoForwardCache { .. }), "{err}");
 }
 
+#[test]
+fn conv_accepts_non_standard_layout_views() {
+    // The same input and upstream gradient, once contiguous and once as permuted views.
+    let cfg = Conv2dConfig::new(2, 3, 3).stride(2).padding(1);
+    let x = rand(Ix4(2, 2, 5, 6), 101);
+    let g = rand(Ix4(2, 3, 3, 3), 102);
+    let x_perm = x
+        .clone()
+        .permuted_axes([0, 1, 3, 2])
+        .as_standard_layout()
+        .into_owned(); // (N, C, W, H)
+    let g_perm = g
+        .clone()
+        .permuted_axes([3, 1, 2, 0])
+        .as_standard_layout()
+        .into_owned();
+    let x_view = x_perm.view().permuted_axes([0, 1, 3, 2]);
+    let g_view = g_perm.view().permuted_axes([3, 1, 2, 0]);
+    assert!(!x_view.is_standard_layout() && !g_view.is_standard_layout());
+    let mut a = Conv2d::<f64>::new(cfg, &mut Rng::seed(103)).unwrap();
+    let mut b = a.clone();
+    assert_eq!(
+        a.forward(x.view(), Mode::Train).unwrap(),
+        b.forward(x_view, Mode::Train).unwrap()
+    );
+    assert_eq!(a.backward(g.view()).unwrap(), b.backward(g_view).unwrap());
+    assert_eq!(a.weight.grad, b.weight.grad);
+}
+
 // ---------------------------------------------------------------- threads
 
 /// Forward + backward of an f32 layer inside a rayon pool of `threads` threads.
