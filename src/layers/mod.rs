@@ -10,12 +10,16 @@
 
 pub mod activation;
 pub mod batchnorm;
+pub mod conv;
 pub mod dropout;
 pub mod embedding;
 pub mod linear;
+pub mod pool;
 
 pub use activation::{Relu, Sigmoid, Tanh};
 pub use batchnorm::{BatchNorm2d, BatchNormConfig};
+pub use conv::{Conv2d, Conv2dConfig};
 pub use dropout::{Dropout, dropout_mask};
 pub use embedding::Embedding;
 pub use linear::{Linear, LinearConfig};
+pub use pool::{AvgPool2d, Flatten, GlobalAvgPool, MaxPool2d};

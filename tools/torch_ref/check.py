@@ -8,6 +8,9 @@ Reloads every tests/fixtures/**.safetensors and checks
   * optim: hand-written float64 SGD / Adam / AdamW updates with global-norm clipping.
   * batchnorm: the per-channel normalisation, running-statistics update and backward formulas
     in float64 (numpy), without nn.BatchNorm2d.
+  * optim: hand-written float64 SGD / Adam / AdamW updates with global-norm clipping;
+  * conv: a hand-written float64 convolution / pooling (padding, strided slices, einsum),
+    differentiated with autograd.
 Exits non-zero on the first mismatch.
 """
 
@@ -322,6 +325,73 @@ def check_batchnorm(case: str, cfg: dict, t: dict) -> None:
     x = np64(t["eval.input"])
     c4 = lambda v: v[None, :, None, None]  # noqa: E731
     close("eval.output", t["eval.output"], c4(w) * (x - c4(rm)) / np.sqrt(c4(rv) + eps) + c4(b))
+# ---------------------------------------------------------------- conv
+def windows(xp: torch.Tensor, k, s, d, out_hw):
+    """Yields ((i, j), xp[:, :, i·dh + oh·sh, j·dw + ow·sw]) for every kernel tap: (N, C, OH, OW)."""
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = k, s, d, out_hw
+    for i in range(kh):
+        for j in range(kw):
+            yield (i, j), xp[:, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh,
+                             j * dw : j * dw + sw * (ow - 1) + 1 : sw]
+
+
+def padded(x: torch.Tensor, p, value: float) -> torch.Tensor:
+    n, c, h, w = x.shape
+    xp = torch.full((n, c, h + 2 * p[0], w + 2 * p[1]), value, dtype=x.dtype)
+    xp[:, :, p[0] : p[0] + h, p[1] : p[1] + w] = x
+    return xp
+
+
+def check_conv(case: str, cfg: dict, t: dict) -> None:
+    """Hand-written float64 convolution / pooling (padding + strided slices + einsum, no
+    F.conv2d or pooling kernels), differentiated with autograd."""
+    x = leaf(t["input"])
+    assert list(x.shape) == cfg["input_shape"]
+    leaves = {"input": x}
+    op = cfg["op"]
+    if op == "adaptive_avgpool2d":
+        y = x.mean(dim=(2, 3), keepdim=True)
+    else:
+        k, s, p = cfg["kernel_size"], cfg["stride"], cfg["padding"]
+        d = cfg.get("dilation", [1, 1])
+        n, c, h, w = x.shape
+        oh = (h + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+        ow = (w + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+        if op == "conv2d":
+            wt = leaves["weight"] = leaf(t["weight"])
+            g = cfg["groups"]
+            cout = cfg["out_channels"]
+            assert list(wt.shape) == [cout, c // g, *k]
+            assert ("bias" in t) == cfg["bias"]
+            cg, og = c // g, cout // g
+            y = torch.zeros(n, cout, oh, ow, dtype=torch.float64)
+            for (i, j), patch in windows(padded(x, p, 0.0), k, s, d, (oh, ow)):
+                parts = [torch.einsum("nchw,oc->nohw", patch[:, gi * cg : (gi + 1) * cg],
+                                      wt[gi * og : (gi + 1) * og, :, i, j]) for gi in range(g)]
+                y = y + torch.cat(parts, dim=1)
+            if cfg["bias"]:
+                b = leaves["bias"] = leaf(t["bias"])
+                y = y + b[None, :, None, None]
+        elif op == "maxpool2d":
+            assert 2 * p[0] <= k[0] and 2 * p[1] <= k[1]
+            taps = [v for _, v in windows(padded(x, p, float("-inf")), k, s, d, (oh, ow))]
+            y = torch.stack(taps).max(dim=0).values
+            # No ties among the values that are a window's maximum (gradient routing is unique).
+            top2 = torch.stack(taps).topk(2, dim=0).values
+            assert (top2[0] > top2[1]).all(), "tied window maximum"
+        elif op == "avgpool2d":
+            assert cfg["count_include_pad"]
+            taps = [v for _, v in windows(padded(x, p, 0.0), k, s, d, (oh, ow))]
+            y = torch.stack(taps).sum(dim=0) / (k[0] * k[1])
+        else:
+            raise AssertionError(f"unknown op {op}")
+    close("output", t["output"], y.detach())
+    (y * t["grad_output"].double()).sum().backward()
+    expected = {f"grad.{name}" for name in leaves}
+    stored = {key for key in t if key.startswith("grad.")}
+    assert expected == stored, f"grad keys differ: {sorted(expected ^ stored)}"
+    for name, v in leaves.items():
+        close(f"grad.{name}", t[f"grad.{name}"], v.grad)
 
 
 def main() -> None:
@@ -345,6 +415,8 @@ def main() -> None:
                 check_optim(case, cfg, t)
             elif group == "batchnorm":
                 check_batchnorm(case, cfg, t)
+            elif group == "conv":
+                check_conv(case, cfg, t)
             else:
                 raise AssertionError(f"unknown group {group}")
         except AssertionError as e:

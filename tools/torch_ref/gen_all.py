@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import batchnorm  # noqa: E402
+import conv  # noqa: E402
 import layers  # noqa: E402
 import loss  # noqa: E402
 import optim  # noqa: E402
@@ -21,7 +22,7 @@ import rnn  # noqa: E402
 
 
 def main() -> None:
-    for module in (layers, loss, rnn, optim, batchnorm):
+    for module in (layers, loss, rnn, optim, batchnorm, conv):
         module.main()
 
 

@@ -1,0 +1,990 @@
+//! 2-D convolution (PyTorch `nn.Conv2d`) by im2col + GEMM, parallel over the batch.
+//!
+//! For one image `x: (C_in, H, W)` the *column matrix* (im2col) has one row per weight element of
+//! a group and one column per output pixel:
+//!
+//! ```text
+//! cols[(c·kh + i)·kw + j, oh·OW + ow] = x[c, oh·sh + i·dh − ph, ow·sw + j·dw − pw]   (0 outside x)
+//! cols: (C_in·kh·kw, OH·OW)
+//! ```
+//!
+//! and the convolution of group `g` is one matrix product,
+//! `y_g (C_out/G, OH·OW) = W_g (C_out/G, C_in/G·kh·kw) · cols_g (C_in/G·kh·kw, OH·OW)`, where
+//! `cols_g` are the rows of the channels of group `g` (contiguous, because the channel is the
+//! slowest index of a row). The backward pass is the two transposed products:
+//!
+//! * `dcols_g = W_gᵀ · dy_g`, followed by col2im, the adjoint of im2col, which adds every column
+//!   entry back onto the input pixel it was copied from: that is `∂x`;
+//! * `∂W_g += dy_g · cols_gᵀ`. The GEMM packs its right operand fast only when it is row-major,
+//!   so this product reads `cols_gᵀ` from its own gather, *im2row*, made from the input stored
+//!   channels last `(H·W, C_in)`: there the values of one kernel tap (and, with one group and no
+//!   dilation, of a whole kernel row) are contiguous. Its columns come out in `(i, j, c)` order
+//!   and are put back in PyTorch's `(c, i, j)` order once, when the gradient is added to `W`.
+//!   The forward pass stores the input channels last for this (instead of a plain copy).
+//!
+//! A 1×1 convolution with stride 1 and no padding needs no im2col: `cols` is the image itself
+//! (and `cols_nᵀ` the channels-last image).
+//!
+//! Threads: images are independent in the forward pass and in `∂x`, so they are spread over the
+//! current rayon pool. `∂W` and `∂b` are sums over the batch: the batch is cut into a number of
+//! contiguous chunks that depends only on the batch size and the weight size (never on the thread
+//! count), each chunk sums its images in order into its own partial gradient, and the partials are
+//! added in chunk order. The bits of every result are therefore the same for any thread count and
+//! any scheduling. Memory stays bounded: one `cols` (or `colsᵀ`) buffer per running task, never
+//! one for the whole batch.
+
+use ndarray::{Array1, Array4, ArrayView2, ArrayView4, ArrayViewMut2, Ix1, Ix4};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result, fmt_shape};
+use crate::gemm::gemm;
+use crate::init;
+use crate::module::{Module, ParamVisitor};
+use crate::{Mode, Param, Rng, Scalar};
+
+/// Hyper-parameters of a [`Conv2d`] layer, with PyTorch's meaning. Pairs are `(height, width)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    /// Channels of the input, `C_in`.
+    pub in_channels: usize,
+    /// Channels of the output, `C_out`.
+    pub out_channels: usize,
+    /// Kernel size `(kh, kw)`.
+    pub kernel_size: (usize, usize),
+    /// Step between neighbouring windows `(sh, sw)`.
+    pub stride: (usize, usize),
+    /// Zeros added on each side of the input `(ph, pw)`.
+    pub padding: (usize, usize),
+    /// Spacing between kernel taps `(dh, dw)`; the dilated kernel spans `d·(k − 1) + 1` pixels.
+    pub dilation: (usize, usize),
+    /// Number of groups `G`: channels are split into `G` independent convolutions, each from
+    /// `C_in/G` input to `C_out/G` output channels (`G = C_in = C_out` is a depthwise convolution).
+    pub groups: usize,
+    /// Whether the layer adds a learnable bias `b: (C_out)`.
+    pub bias: bool,
+}
+
+impl Conv2dConfig {
+    /// `nn.Conv2d(in_channels, out_channels, kernel_size)`: a square `k×k` kernel, stride 1,
+    /// padding 0, dilation 1, one group, with bias.
+    pub fn new(in_channels: usize, out_channels: usize, kernel_size: usize) -> Self {
+        Conv2dConfig {
+            in_channels,
+            out_channels,
+            kernel_size: (kernel_size, kernel_size),
+            stride: (1, 1),
+            padding: (0, 0),
+            dilation: (1, 1),
+            groups: 1,
+            bias: true,
+        }
+    }
+
+    /// Kernel size `(kh, kw)`.
+    pub fn kernel_size_hw(mut self, kernel_size: (usize, usize)) -> Self {
+        self.kernel_size = kernel_size;
+        self
+    }
+
+    /// The same stride `s` along height and width.
+    pub fn stride(self, s: usize) -> Self {
+        self.stride_hw((s, s))
+    }
+
+    /// Stride `(sh, sw)`.
+    pub fn stride_hw(mut self, stride: (usize, usize)) -> Self {
+        self.stride = stride;
+        self
+    }
+
+    /// The same zero padding `p` on all four sides.
+    pub fn padding(self, p: usize) -> Self {
+        self.padding_hw((p, p))
+    }
+
+    /// Zero padding `(ph, pw)`: `ph` rows above and below, `pw` columns left and right.
+    pub fn padding_hw(mut self, padding: (usize, usize)) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// The same dilation `d` along height and width.
+    pub fn dilation(self, d: usize) -> Self {
+        self.dilation_hw((d, d))
+    }
+
+    /// Dilation `(dh, dw)`.
+    pub fn dilation_hw(mut self, dilation: (usize, usize)) -> Self {
+        self.dilation = dilation;
+        self
+    }
+
+    /// Number of groups.
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// With or without bias.
+    pub fn bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+
+    /// Checks that every size is positive and that both channel counts are divisible by `groups`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the offending field.
+    pub fn validate(&self) -> Result<()> {
+        const OP: &str = "Conv2dConfig";
+        let positive = [
+            ("in_channels", self.in_channels, self.in_channels),
+            ("out_channels", self.out_channels, self.out_channels),
+            ("kernel_size", self.kernel_size.0, self.kernel_size.1),
+            ("stride", self.stride.0, self.stride.1),
+            ("dilation", self.dilation.0, self.dilation.1),
+            ("groups", self.groups, self.groups),
+        ];
+        for (what, a, b) in positive {
+            if a == 0 || b == 0 {
+                return Err(Error::invalid(
+                    OP,
+                    what,
+                    format!("must be positive, got {}", pair(a, b)),
+                ));
+            }
+        }
+        for (what, channels) in [
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+        ] {
+            if channels % self.groups != 0 {
+                return Err(Error::invalid(
+                    OP,
+                    "groups",
+                    format!(
+                        "{what} = {channels} is not divisible by groups = {}",
+                        self.groups
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `fan_in = C_in/G · kh · kw`, the number of inputs of one output element.
+    pub fn fan_in(&self) -> usize {
+        self.in_channels / self.groups.max(1) * self.kernel_size.0 * self.kernel_size.1
+    }
+
+    /// The weight shape `(C_out, C_in/G, kh, kw)`.
+    pub fn weight_shape(&self) -> [usize; 4] {
+        [
+            self.out_channels,
+            self.in_channels / self.groups.max(1),
+            self.kernel_size.0,
+            self.kernel_size.1,
+        ]
+    }
+
+    /// The output size for an `H×W` input, as PyTorch:
+    /// `OH = ⌊(H + 2·ph − dh·(kh − 1) − 1) / sh⌋ + 1` (and likewise `OW`).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an invalid configuration; [`Error::Shape`] if `H` or `W` is 0 or
+    /// the padded input is smaller than the dilated kernel.
+    pub fn output_size(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        self.validate()?;
+        self.output_size_for("Conv2dConfig::output_size", &[0, self.in_channels, h, w])
+    }
+
+    /// [`Conv2dConfig::output_size`] for a validated config, with `op` and the full input shape
+    /// in the error.
+    fn output_size_for(&self, op: &'static str, shape: &[usize]) -> Result<(usize, usize)> {
+        let (h, w) = (shape[2], shape[3]);
+        let (kh, kw) = self.kernel_size;
+        let (sh, sw) = self.stride;
+        let (ph, pw) = self.padding;
+        let (dh, dw) = self.dilation;
+        let (ekh, ekw) = (dh * (kh - 1) + 1, dw * (kw - 1) + 1); // dilated kernel
+        if h == 0 || w == 0 || h + 2 * ph < ekh || w + 2 * pw < ekw {
+            return Err(Error::shape(
+                op,
+                "input (N, C_in, H, W)",
+                format!(
+                    "H ≥ 1, W ≥ 1, H + 2·{ph} ≥ {ekh} and W + 2·{pw} ≥ {ekw} (kernel {kh}×{kw}, \
+                     dilation {}, padding {}: the padded input must hold the dilated kernel)",
+                    pair(dh, dw),
+                    pair(ph, pw)
+                ),
+                shape,
+            ));
+        }
+        Ok(((h + 2 * ph - ekh) / sh + 1, (w + 2 * pw - ekw) / sw + 1))
+    }
+}
+
+/// `"3"` for a square pair, `"(3, 5)"` otherwise.
+fn pair(a: usize, b: usize) -> String {
+    if a == b {
+        a.to_string()
+    } else {
+        format!("({a}, {b})")
+    }
+}
+
+/// 2-D convolution, PyTorch `nn.Conv2d` (cross-correlation, zero padding):
+///
+/// ```text
+/// y[n, o, oh, ow] = b[o] + Σ_{c ∈ group(o), i, j} W[o, c − c₀(o), i, j] · x[n, c, oh·sh + i·dh − ph, ow·sw + j·dw − pw]
+/// x: (N, C_in, H, W) → y: (N, C_out, OH, OW),  OH = ⌊(H + 2·ph − dh·(kh − 1) − 1) / sh⌋ + 1
+/// ```
+///
+/// Parameters (PyTorch names, in visiting order): `weight: (C_out, C_in/G, kh, kw)`,
+/// `bias: (C_out)` (absent without bias).
+#[derive(Clone, Debug)]
+pub struct Conv2d<F: Scalar> {
+    cfg: Conv2dConfig,
+    /// `W: (C_out, C_in/G, kh, kw)`.
+    pub weight: Param<F, Ix4>,
+    /// `b: (C_out)`, if the layer has a bias.
+    pub bias: Option<Param<F, Ix1>>,
+    /// The input of the last train-mode forward, channels last (what the weight gradient
+    /// reads): `x.shape()` and `xt: (N, H·W, C_in)`.
+    x: Option<([usize; 4], Vec<F>)>,
+}
+
+impl<F: Scalar> Conv2d<F> {
+    /// A layer with PyTorch's default initialisation: `kaiming_uniform_(a = √5)` for the weight,
+    /// which is U(−1/√fan_in, 1/√fan_in), and the bias from the same distribution;
+    /// `fan_in = C_in/G · kh · kw`. Drawn from `rng` in row-major order, weight first.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if the configuration is invalid ([`Conv2dConfig::validate`]).
+    pub fn new(cfg: Conv2dConfig, rng: &mut Rng) -> Result<Self> {
+        cfg.validate()?;
+        let bound = init::default_bound(cfg.fan_in());
+        let weight = init::uniform(cfg.weight_shape(), bound, rng);
+        let bias = cfg
+            .bias
+            .then(|| Param::new(init::uniform(cfg.out_channels, bound, rng)));
+        Ok(Conv2d {
+            cfg,
+            weight: Param::new(weight),
+            bias,
+            x: None,
+        })
+    }
+
+    /// A layer with the given weights: `weight: (C_out, C_in/G, kh, kw)` and `bias: (C_out)`
+    /// (present exactly when `cfg.bias`).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an invalid configuration or a bias that contradicts `cfg.bias`;
+    /// [`Error::Shape`] if a shape does not match the configuration.
+    pub fn from_weights(
+        cfg: Conv2dConfig,
+        weight: Array4<F>,
+        bias: Option<Array1<F>>,
+    ) -> Result<Self> {
+        const OP: &str = "Conv2d::from_weights";
+        cfg.validate()?;
+        let want = cfg.weight_shape();
+        if weight.shape() != want {
+            return Err(Error::shape(
+                OP,
+                "weight (C_out, C_in/groups, kh, kw)",
+                fmt_shape(&want),
+                weight.shape(),
+            ));
+        }
+        match (&bias, cfg.bias) {
+            (Some(b), true) if b.len() != cfg.out_channels => {
+                return Err(Error::shape(
+                    OP,
+                    "bias (C_out)",
+                    format!("({})", cfg.out_channels),
+                    b.shape(),
+                ));
+            }
+            (Some(_), false) => {
+                return Err(Error::invalid(
+                    OP,
+                    "bias",
+                    "a bias was given but the config has bias = false",
+                ));
+            }
+            (None, true) => {
+                return Err(Error::invalid(
+                    OP,
+                    "bias",
+                    "the config has bias = true but no bias was given",
+                ));
+            }
+            _ => {}
+        }
+        Ok(Conv2d {
+            cfg,
+            weight: Param::new(weight.as_standard_layout().into_owned()),
+            bias: bias.map(Param::new),
+            x: None,
+        })
+    }
+
+    /// The configuration of this layer.
+    pub fn config(&self) -> Conv2dConfig {
+        self.cfg
+    }
+
+    /// Output size `(OH, OW)` for an `H×W` input (see [`Conv2dConfig::output_size`]).
+    ///
+    /// # Errors
+    /// As [`Conv2dConfig::output_size`].
+    pub fn output_size(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        self.cfg.output_size(h, w)
+    }
+
+    /// Checks the input shape (and that the public parameters still have their shapes) and
+    /// returns the geometry of this call.
+    fn geometry(&self, op: &'static str, shape: &[usize]) -> Result<Geom> {
+        let cfg = &self.cfg;
+        if shape[1] != cfg.in_channels {
+            return Err(Error::shape(
+                op,
+                "input (N, C_in, H, W)",
+                format!("(_, {}, _, _)", cfg.in_channels),
+                shape,
+            ));
+        }
+        let (oh, ow) = cfg.output_size_for(op, shape)?;
+        let want = cfg.weight_shape();
+        if self.weight.value.shape() != want {
+            return Err(Error::shape(
+                op,
+                "weight (C_out, C_in/groups, kh, kw)",
+                fmt_shape(&want),
+                self.weight.value.shape(),
+            ));
+        }
+        if let Some(b) = &self.bias {
+            if b.value.len() != cfg.out_channels {
+                return Err(Error::shape(
+                    op,
+                    "bias (C_out)",
+                    format!("({})", cfg.out_channels),
+                    b.value.shape(),
+                ));
+            }
+        }
+        Ok(Geom::new(cfg, shape, oh, ow))
+    }
+
+    /// `y = conv(x, W) + b`; `x: (N, C_in, H, W) → y: (N, C_out, OH, OW)`.
+    ///
+    /// In [`Mode::Train`] a copy of `x` (stored channels last) is kept for [`Conv2d::backward`];
+    /// in [`Mode::Eval`] (or on error) nothing is kept, and an earlier cache is dropped.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if `x` does not have `C_in` channels, has an empty height or width, or is
+    /// smaller than the dilated kernel after padding (also if the public `weight`/`bias` were
+    /// replaced by arrays of another shape).
+    pub fn forward(&mut self, x: ArrayView4<'_, F>, mode: Mode) -> Result<Array4<F>> {
+        self.x = None;
+        let g = self.geometry("Conv2d::forward", x.shape())?;
+        let x = x.as_standard_layout(); // (N, C_in, H, W)
+        let xs = x.as_slice().expect("standard layout");
+        let w = self.weight.value.as_standard_layout(); // (C_out, C_in/G, kh, kw)
+        let ws = w.as_slice().expect("standard layout");
+        let bias = self.bias.as_ref().map(|b| b.value.to_vec()); // (C_out)
+        let mut y = Array4::zeros((g.n, g.oc, g.oh, g.ow)); // (N, C_out, OH, OW)
+        let x_len = g.c * g.h * g.w;
+        // The cache for backward, written by the same parallel loop. // (N, H·W, C_in)
+        let mut xt = vec![F::zero(); if mode.is_train() { xs.len() } else { 0 }];
+        if g.n > 0 {
+            let spans = g.col_spans();
+            let buf = if g.pointwise() { 0 } else { g.k() * g.l() };
+            let run = |cols: &mut Vec<F>, y_n: &mut [F], x_n: &[F], xt_n: Option<&mut [F]>| {
+                g.forward_image(&spans, ws, bias.as_deref(), x_n, cols, y_n);
+                if let Some(xt_n) = xt_n {
+                    transpose(x_n, g.c, g.h * g.w, xt_n);
+                }
+            };
+            let ys = y.as_slice_mut().expect("fresh array");
+            let ys = ys.par_chunks_mut(g.oc * g.l()).zip(xs.par_chunks(x_len));
+            if mode.is_train() {
+                ys.zip(xt.par_chunks_mut(x_len)).for_each_init(
+                    || vec![F::zero(); buf], // cols: (C_in·kh·kw, OH·OW)
+                    |cols, ((y_n, x_n), xt_n)| run(cols, y_n, x_n, Some(xt_n)),
+                );
+            } else {
+                ys.for_each_init(
+                    || vec![F::zero(); buf], // cols: (C_in·kh·kw, OH·OW)
+                    |cols, (y_n, x_n)| run(cols, y_n, x_n, None),
+                );
+            }
+        }
+        if mode.is_train() {
+            self.x = Some((dims4(x.shape()), xt));
+        }
+        Ok(y)
+    }
+
+    /// Given `dy = ∂L/∂y: (N, C_out, OH, OW)`, accumulates `∂L/∂W += Σ_n dy_n · cols_nᵀ` and
+    /// `∂L/∂b += Σ_{n, oh, ow} dy`, and returns `∂L/∂x: (N, C_in, H, W)` (col2im of `Wᵀ · dy_n`).
+    ///
+    /// Uses (and releases) the input kept by the last train-mode forward. The result does not
+    /// depend on the number of threads (see the module documentation).
+    ///
+    /// # Errors
+    /// [`Error::NoForwardCache`] without a train-mode forward before it; [`Error::Shape`] if `dy`
+    /// is not `(N, C_out, OH, OW)` for that forward.
+    pub fn backward(&mut self, dy: ArrayView4<'_, F>) -> Result<Array4<F>> {
+        const OP: &str = "Conv2d::backward";
+        let (shape, _) = self.x.as_ref().ok_or(Error::NoForwardCache { op: OP })?;
+        let g = self.geometry(OP, shape)?;
+        let want = [g.n, g.oc, g.oh, g.ow];
+        if dy.shape() != want {
+            return Err(Error::shape(
+                OP,
+                "dy (N, C_out, OH, OW)",
+                fmt_shape(&want),
+                dy.shape(),
+            ));
+        }
+        let (_, xt) = self.x.take().expect("checked above"); // (N, H·W, C_in)
+        let dy = dy.as_standard_layout(); // (N, C_out, OH, OW)
+        let dys = dy.as_slice().expect("standard layout");
+        let w = self.weight.value.as_standard_layout(); // (C_out, C_in/G, kh, kw)
+        let ws = w.as_slice().expect("standard layout");
+        let mut dx = Array4::zeros((g.n, g.c, g.h, g.w)); // (N, C_in, H, W)
+        if g.n == 0 {
+            return Ok(dx);
+        }
+        let spans = g.col_spans();
+        let buf = if g.pointwise() { 0 } else { g.k() * g.l() };
+        let (x_len, y_len) = (g.c * g.h * g.w, g.oc * g.l());
+
+        // ∂x: image by image, in parallel.
+        dx.as_slice_mut()
+            .expect("fresh array")
+            .par_chunks_mut(x_len)
+            .zip(dys.par_chunks(y_len))
+            .for_each_init(
+                || vec![F::zero(); buf], // dcols: (C_in·kh·kw, OH·OW)
+                |dcols, (dx_n, dy_n)| g.input_grad_image(&spans, ws, dy_n, dcols, dx_n),
+            );
+
+        // ∂W, ∂b: a fixed number of contiguous chunks of the batch, each with its own partial
+        // sums; the partials come back in chunk order and are added in that order.
+        let chunk = g.n.div_ceil(wgrad_chunks(g.n, ws.len()));
+        let with_bias = self.bias.is_some();
+        let partials: Vec<(Vec<F>, Vec<F>)> = xt
+            .par_chunks(chunk * x_len)
+            .zip(dys.par_chunks(chunk * y_len))
+            .map_init(
+                || vec![F::zero(); if g.pointwise() { 0 } else { g.l() * g.k() }], // rows: (OH·OW, C_in·kh·kw)
+                |rows, (xt_c, dy_c)| {
+                    let mut dw = vec![F::zero(); ws.len()]; // (C_out, kh·kw·C_in/G), see weight_grad_image
+                    let mut db = vec![F::zero(); if with_bias { g.oc } else { 0 }]; // (C_out)
+                    for (xt_n, dy_n) in xt_c.chunks(x_len).zip(dy_c.chunks(y_len)) {
+                        g.weight_grad_image(xt_n, dy_n, rows, &mut dw);
+                        for (db_o, dy_o) in db.iter_mut().zip(dy_n.chunks(g.l())) {
+                            *db_o += dy_o.iter().fold(F::zero(), |s, &v| s + v);
+                        }
+                    }
+                    (dw, db)
+                },
+            )
+            .collect();
+        let mut partials = partials.into_iter();
+        let (mut dw, mut db) = partials.next().expect("n > 0 gives one chunk or more");
+        for (pw, pb) in partials {
+            add_into(&mut dw, &pw);
+            add_into(&mut db, &pb);
+        }
+        // dw columns are (i, j, c) per group; the weight is (C_out, C_in/G, kh, kw).
+        let (cg, taps) = (g.c / g.groups, g.kh * g.kw);
+        for (mut gw_o, dw_o) in self
+            .weight
+            .grad
+            .outer_iter_mut()
+            .zip(dw.chunks_exact(cg * taps))
+        {
+            for (t, dw_t) in dw_o.chunks_exact(cg).enumerate() {
+                let (i, j) = (t / g.kw, t % g.kw);
+                for (c, &d) in dw_t.iter().enumerate() {
+                    gw_o[[c, i, j]] += d;
+                }
+            }
+        }
+        if let Some(b) = &mut self.bias {
+            for (gb, d) in b.grad.iter_mut().zip(&db) {
+                *gb += *d;
+            }
+        }
+        Ok(dx)
+    }
+}
+
+impl<F: Scalar> Module<F> for Conv2d<F> {
+    fn visit_params(&mut self, f: &mut ParamVisitor<'_, F>) {
+        f("weight", self.weight.as_mut());
+        if let Some(b) = &mut self.bias {
+            f("bias", b.as_mut());
+        }
+    }
+}
+
+/// At most this many partial weight gradients are summed in the backward pass.
+const MAX_WGRAD_CHUNKS: usize = 32;
+/// The partial weight gradients together hold at most this many elements (unless a single one
+/// is larger): for big weights the batch is not split and the GEMM itself runs in parallel.
+const WGRAD_PARTIALS_BUDGET: usize = 1 << 22;
+
+/// The number of batch chunks for `∂W`: a function of the batch size and the weight size only.
+fn wgrad_chunks(n: usize, weight_len: usize) -> usize {
+    let by_memory = (WGRAD_PARTIALS_BUDGET / weight_len.max(1)).max(1);
+    n.clamp(1, MAX_WGRAD_CHUNKS.min(by_memory))
+}
+
+fn dims4(s: &[usize]) -> [usize; 4] {
+    [s[0], s[1], s[2], s[3]]
+}
+
+fn add_into<F: Scalar>(acc: &mut [F], v: &[F]) {
+    for (a, b) in acc.iter_mut().zip(v) {
+        *a += *b;
+    }
+}
+
+/// `dst (cols, rows) ← srcᵀ` for a row-major `src: (rows, cols)`, in square tiles that stay in
+/// the L1 cache.
+fn transpose<F: Copy>(src: &[F], rows: usize, cols: usize, dst: &mut [F]) {
+    const T: usize = 16;
+    let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
+    for r0 in (0..rows).step_by(T) {
+        let r1 = (r0 + T).min(rows);
+        for c0 in (0..cols).step_by(T) {
+            let c1 = (c0 + T).min(cols);
+            for r in r0..r1 {
+                let s = &src[r * cols + c0..r * cols + c1];
+                for (c, &v) in (c0..c1).zip(s) {
+                    dst[c * rows + r] = v;
+                }
+            }
+        }
+    }
+}
+
+/// A `(rows, cols)` row-major matrix at the start of `s`.
+fn mat<F>(s: &[F], rows: usize, cols: usize) -> ArrayView2<'_, F> {
+    ArrayView2::from_shape((rows, cols), &s[..rows * cols]).expect("slice holds the matrix")
+}
+
+/// A mutable `(rows, cols)` row-major matrix at the start of `s`.
+fn mat_mut<F>(s: &mut [F], rows: usize, cols: usize) -> ArrayViewMut2<'_, F> {
+    ArrayViewMut2::from_shape((rows, cols), &mut s[..rows * cols]).expect("slice holds the matrix")
+}
+
+/// The sizes of one forward/backward call. Buffers named in the comments:
+/// `x_n: (C, H, W)`, `y_n: (OC, OH, OW)`, `cols: (C·kh·kw, OH·OW)`, `W: (OC, C/G·kh·kw)`.
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    oc: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    ph: usize,
+    pw: usize,
+    dh: usize,
+    dw: usize,
+    groups: usize,
+}
+
+impl Geom {
+    fn new(cfg: &Conv2dConfig, shape: &[usize], oh: usize, ow: usize) -> Self {
+        Geom {
+            n: shape[0],
+            c: shape[1],
+            h: shape[2],
+            w: shape[3],
+            oc: cfg.out_channels,
+            oh,
+            ow,
+            kh: cfg.kernel_size.0,
+            kw: cfg.kernel_size.1,
+            sh: cfg.stride.0,
+            sw: cfg.stride.1,
+            ph: cfg.padding.0,
+            pw: cfg.padding.1,
+            dh: cfg.dilation.0,
+            dw: cfg.dilation.1,
+            groups: cfg.groups,
+        }
+    }
+
+    /// Output pixels per channel, `L = OH·OW`.
+    fn l(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// Rows of `cols`, `K = C·kh·kw`.
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Rows of `cols` per group (= columns of `W`), `C/G·kh·kw`.
+    fn kg(&self) -> usize {
+        self.k() / self.groups
+    }
+
+    /// Output channels per group.
+    fn ocg(&self) -> usize {
+        self.oc / self.groups
+    }
+
+    /// 1×1 kernel, stride 1, no padding: `cols` would equal `x_n` (as `(C, H·W)`).
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.ph == 0 && self.pw == 0
+    }
+
+    /// For each kernel column `j`: the range `lo..hi` of output columns `ow` whose input column
+    /// `ow·sw + j·dw − pw` lies inside `0..W` (outside it, `cols` holds padding zeros).
+    fn col_spans(&self) -> Vec<(usize, usize)> {
+        let (sw, w, pw) = (self.sw as isize, self.w as isize, self.pw as isize);
+        let ceil = |num: isize| if num <= 0 { 0 } else { (num + sw - 1) / sw };
+        (0..self.kw)
+            .map(|j| {
+                let off = (j * self.dw) as isize - pw; // input column of ow = 0
+                let lo = (ceil(-off) as usize).min(self.ow);
+                let hi = (ceil(w - off) as usize).clamp(lo, self.ow);
+                (lo, hi)
+            })
+            .collect()
+    }
+
+    /// The input row of output row `oh` and kernel row `i`, if it lies inside `0..H`.
+    #[inline]
+    fn in_row(&self, oh: usize, i: usize) -> Option<usize> {
+        (oh * self.sh + i * self.dh)
+            .checked_sub(self.ph)
+            .filter(|&ih| ih < self.h)
+    }
+
+    /// `cols ← im2col(x_n)`: `x_n: (C, H, W)`, `cols: (C·kh·kw, OH·OW)`, every entry written.
+    fn im2col<F: Scalar>(&self, spans: &[(usize, usize)], x_n: &[F], cols: &mut [F]) {
+        let (l, ow) = (self.l(), self.ow);
+        let mut rows = cols.chunks_exact_mut(l);
+        for c in 0..self.c {
+            let plane = &x_n[c * self.h * self.w..(c + 1) * self.h * self.w]; // (H, W)
+            for i in 0..self.kh {
+                for (j, &(lo, hi)) in spans.iter().enumerate() {
+                    let row = rows.next().expect("C·kh·kw rows"); // (OH·OW)
+                    for (oh, seg) in row.chunks_exact_mut(ow).enumerate() {
+                        let Some(ih) = self.in_row(oh, i) else {
+                            seg.fill(F::zero());
+                            continue;
+                        };
+                        let src = &plane[ih * self.w..(ih + 1) * self.w]; // (W)
+                        seg[..lo].fill(F::zero());
+                        seg[hi..].fill(F::zero());
+                        if lo < hi {
+                            let start = lo * self.sw + j * self.dw - self.pw;
+                            if self.sw == 1 {
+                                seg[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+                            } else {
+                                for (d, s) in seg[lo..hi]
+                                    .iter_mut()
+                                    .zip(src[start..].iter().step_by(self.sw))
+                                {
+                                    *d = *s;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `dx_n += col2im(dcols)`, the adjoint of [`Geom::im2col`]: `dcols: (C·kh·kw, OH·OW)`,
+    /// `dx_n: (C, H, W)`.
+    fn col2im<F: Scalar>(&self, spans: &[(usize, usize)], dcols: &[F], dx_n: &mut [F]) {
+        let (l, ow) = (self.l(), self.ow);
+        let mut rows = dcols.chunks_exact(l);
+        for c in 0..self.c {
+            let plane = &mut dx_n[c * self.h * self.w..(c + 1) * self.h * self.w]; // (H, W)
+            for i in 0..self.kh {
+                for (j, &(lo, hi)) in spans.iter().enumerate() {
+                    let row = rows.next().expect("C·kh·kw rows"); // (OH·OW)
+                    if lo >= hi {
+                        continue;
+                    }
+                    for (oh, seg) in row.chunks_exact(ow).enumerate() {
+                        let Some(ih) = self.in_row(oh, i) else {
+                            continue;
+                        };
+                        let dst = &mut plane[ih * self.w..(ih + 1) * self.w]; // (W)
+                        let start = lo * self.sw + j * self.dw - self.pw;
+                        if self.sw == 1 {
+                            for (d, s) in dst[start..start + (hi - lo)].iter_mut().zip(&seg[lo..hi])
+                            {
+                                *d += *s;
+                            }
+                        } else {
+                            for (d, s) in dst[start..].iter_mut().step_by(self.sw).zip(&seg[lo..hi])
+                            {
+                                *d += *s;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `y_n = W ⊛ x_n + b` for one image: per group `y_g (OC/G, L) = W_g (OC/G, Kg) · cols_g (Kg, L)`.
+    fn forward_image<F: Scalar>(
+        &self,
+        spans: &[(usize, usize)],
+        w: &[F],
+        bias: Option<&[F]>,
+        x_n: &[F],
+        cols: &mut [F],
+        y_n: &mut [F],
+    ) {
+        let (l, kg, ocg) = (self.l(), self.kg(), self.ocg());
+        let src: &[F] = if self.pointwise() {
+            x_n // (C, H·W)
+        } else {
+            self.im2col(spans, x_n, cols);
+            cols // (C·kh·kw, OH·OW)
+        };
+        let beta = match bias {
+            Some(b) => {
+                for (row, &b_o) in y_n.chunks_exact_mut(l).zip(b) {
+                    row.fill(b_o);
+                }
+                F::one()
+            }
+            None => F::zero(),
+        };
+        for grp in 0..self.groups {
+            gemm(
+                F::one(),
+                mat(&w[grp * ocg * kg..], ocg, kg),
+                mat(&src[grp * kg * l..], kg, l),
+                beta,
+                mat_mut(&mut y_n[grp * ocg * l..], ocg, l),
+            );
+        }
+    }
+
+    /// `dx_n = col2im(Wᵀ · dy_n)` for one image (per group `dcols_g = W_gᵀ · dy_g`);
+    /// `dy_n: (OC, L)`, `dx_n: (C, H, W)` (zero on entry), `dcols: (C·kh·kw, L)` scratch.
+    fn input_grad_image<F: Scalar>(
+        &self,
+        spans: &[(usize, usize)],
+        w: &[F],
+        dy_n: &[F],
+        dcols: &mut [F],
+        dx_n: &mut [F],
+    ) {
+        let (l, kg, ocg) = (self.l(), self.kg(), self.ocg());
+        let pointwise = self.pointwise();
+        {
+            let dst: &mut [F] = if pointwise { dx_n } else { dcols }; // (K, L)
+            for grp in 0..self.groups {
+                gemm(
+                    F::one(),
+                    mat(&w[grp * ocg * kg..], ocg, kg).t(),
+                    mat(&dy_n[grp * ocg * l..], ocg, l),
+                    F::zero(),
+                    mat_mut(&mut dst[grp * kg * l..], kg, l),
+                );
+            }
+        }
+        if !pointwise {
+            self.col2im(spans, dcols, dx_n);
+        }
+    }
+
+    /// `rows ← im2row(xt)`, the transposed column matrix with its columns in channels-last order:
+    /// `xt: (H·W, C)` (the image, channels last), `rows: (OH·OW, G·kh·kw·C/G)`,
+    ///
+    /// ```text
+    /// rows[oh·OW + ow, ((g·kh + i)·kw + j)·C/G + c] = x[g·C/G + c, oh·sh + i·dh − ph, ow·sw + j·dw − pw]
+    /// ```
+    ///
+    /// (0 outside `x`), every entry written. With channels last, the values of one kernel tap are
+    /// contiguous in both `xt` and `rows` (and with one group and dilation 1 a whole kernel row
+    /// is), so the gather is a few block copies per output pixel. The weight gradient multiplies
+    /// by this layout because the GEMM packs a row-major right operand much faster than a
+    /// transposed view of `cols`.
+    fn im2row<F: Scalar>(&self, xt: &[F], rows: &mut [F]) {
+        let (c, kw, dw) = (self.c, self.kw, self.dw);
+        let cg = c / self.groups;
+        let whole_rows = self.groups == 1 && dw == 1; // kernel row = kw·C contiguous values
+        let mut out = rows.chunks_exact_mut(self.k());
+        for oh in 0..self.oh {
+            for ow in 0..self.ow {
+                let row = out.next().expect("OH·OW rows"); // (G·kh·kw·C/G)
+                let iw0 = (ow * self.sw) as isize - self.pw as isize; // input column of j = 0
+                let inside = iw0 >= 0 && iw0 as usize + (kw - 1) * dw < self.w;
+                for (gi, block) in row.chunks_exact_mut(kw * cg).enumerate() {
+                    let (grp, i) = (gi / self.kh, gi % self.kh); // block: (kw, C/G)
+                    let Some(ih) = self.in_row(oh, i) else {
+                        block.fill(F::zero());
+                        continue;
+                    };
+                    let line = &xt[ih * self.w * c..(ih + 1) * self.w * c]; // (W, C)
+                    if whole_rows && inside {
+                        let start = iw0 as usize * c;
+                        copy(block, &line[start..start + kw * c]);
+                        continue;
+                    }
+                    for (j, seg) in block.chunks_exact_mut(cg).enumerate() {
+                        let iw = iw0 + (j * dw) as isize;
+                        if iw >= 0 && (iw as usize) < self.w {
+                            let start = iw as usize * c + grp * cg;
+                            copy(seg, &line[start..start + cg]);
+                        } else {
+                            seg.fill(F::zero());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `dw += dy_n · cols_nᵀ` for one image, with the columns of `dw` in the channels-last order
+    /// of [`Geom::im2row`]: per group `dW_g (OC/G, kh·kw·C/G) += dy_g (OC/G, L) · rows_g (L, Kg)`,
+    /// `rows_g` the columns of group `g`. `xt_n: (H·W, C)` (the image, channels last),
+    /// `dy_n: (OC, L)`, scratch `rows: (L, C·kh·kw)` (unused for a pointwise layer, whose `rows`
+    /// is `xt_n`), `dw: (OC, kh·kw·C/G)`.
+    fn weight_grad_image<F: Scalar>(&self, xt_n: &[F], dy_n: &[F], rows: &mut [F], dw: &mut [F]) {
+        let (l, k, kg, ocg) = (self.l(), self.k(), self.kg(), self.ocg());
+        let rows: &[F] = if self.pointwise() {
+            xt_n
+        } else {
+            self.im2row(xt_n, rows);
+            rows
+        };
+        let rows = mat(rows, l, k); // (L, G·kh·kw·C/G)
+        for grp in 0..self.groups {
+            gemm(
+                F::one(),
+                mat(&dy_n[grp * ocg * l..], ocg, l),
+                rows.slice(ndarray::s![.., grp * kg..(grp + 1) * kg]),
+                F::one(),
+                mat_mut(&mut dw[grp * ocg * kg..], ocg, kg),
+            );
+        }
+    }
+}
+
+/// `dst ← src` (equal lengths), as a loop the compiler vectorises (no call for short runs).
+#[inline(always)]
+fn copy<F: Copy>(dst: &mut [F], src: &[F]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = *s;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// im2col by its definition, index by index.
+    fn naive_cols(g: &Geom, x: &[f64]) -> Vec<f64> {
+        let mut cols = vec![0.0; g.k() * g.l()];
+        for c in 0..g.c {
+            for i in 0..g.kh {
+                for j in 0..g.kw {
+                    let r = (c * g.kh + i) * g.kw + j;
+                    for oh in 0..g.oh {
+                        for ow in 0..g.ow {
+                            let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
+                            let iw = (ow * g.sw + j * g.dw) as isize - g.pw as isize;
+                            if ih >= 0 && iw >= 0 && (ih as usize) < g.h && (iw as usize) < g.w {
+                                cols[r * g.l() + oh * g.ow + ow] =
+                                    x[(c * g.h + ih as usize) * g.w + iw as usize];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        cols
+    }
+
+    #[test]
+    fn im2col_matches_definition_and_col2im_is_its_adjoint() {
+        let cases = [
+            Conv2dConfig::new(2, 2, 3).padding(1),
+            Conv2dConfig::new(2, 2, 3).stride(2).padding(1),
+            Conv2dConfig::new(1, 1, 3).dilation(2).padding(3),
+            Conv2dConfig::new(1, 1, 5).padding(2).stride_hw((1, 3)),
+            Conv2dConfig::new(3, 3, 1).stride(2),
+            Conv2dConfig::new(1, 1, 2)
+                .kernel_size_hw((2, 4))
+                .padding_hw((0, 3)),
+        ];
+        for cfg in cases {
+            let (h, w) = (5, 4);
+            let (oh, ow) = cfg.output_size(h, w).unwrap();
+            let g = Geom::new(&cfg, &[1, cfg.in_channels, h, w], oh, ow);
+            let spans = g.col_spans();
+            let x: Vec<f64> = (0..g.c * h * w).map(|v| v as f64 + 1.0).collect();
+            let mut cols = vec![f64::NAN; g.k() * g.l()];
+            g.im2col(&spans, &x, &mut cols);
+            assert_eq!(cols, naive_cols(&g, &x), "{cfg:?}");
+            // im2row: the transpose of cols with the columns in (group, i, j, channel) order.
+            let mut xt = vec![0.0; x.len()];
+            transpose(&x, g.c, h * w, &mut xt);
+            let mut rows = vec![f64::NAN; g.k() * g.l()];
+            g.im2row(&xt, &mut rows);
+            let cg = g.c / g.groups;
+            for (r, row) in rows.chunks(g.k()).enumerate() {
+                for (q, v) in row.iter().enumerate() {
+                    let (grp, i, j, cl) = (
+                        q / (g.kh * g.kw * cg),
+                        q / (g.kw * cg) % g.kh,
+                        q / cg % g.kw,
+                        q % cg,
+                    );
+                    let cr = ((grp * cg + cl) * g.kh + i) * g.kw + j;
+                    assert_eq!(
+                        *v,
+                        cols[cr * g.l() + r],
+                        "{cfg:?}: im2row = im2colᵀ, permuted"
+                    );
+                }
+            }
+            // ⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩ for c = e_r: col2im(e_r) puts a 1 where im2col read.
+            let dc: Vec<f64> = (0..g.k() * g.l()).map(|v| ((v * 7) % 11) as f64).collect();
+            let mut dx = vec![0.0; x.len()];
+            g.col2im(&spans, &dc, &mut dx);
+            let lhs: f64 = cols.iter().zip(&dc).map(|(a, b)| a * b).sum();
+            let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
+            assert_eq!(lhs, rhs, "{cfg:?}");
+        }
+    }
+
+    #[test]
+    fn wgrad_chunking_depends_on_batch_and_weight_size_only() {
+        assert_eq!(wgrad_chunks(1, 10), 1);
+        assert_eq!(wgrad_chunks(128, 2304), 32);
+        assert_eq!(wgrad_chunks(10, 2304), 10);
+        // 512·512·3·3 weights: one partial, the GEMM parallelises instead.
+        assert_eq!(wgrad_chunks(128, 512 * 512 * 9), 1);
+        assert_eq!(wgrad_chunks(128, 256 * 256 * 9), 7);
+    }
+}
