@@ -6,6 +6,9 @@
 //! | [`Embedding`] | `y[i] = W[ids[i]]`, `(L) → (L, D)` | `weight (V, D)` |
 //! | [`Tanh`], [`Sigmoid`], [`Relu`] | elementwise, any shape | — |
 //! | [`Dropout`] | `y = x ⊙ mask` (train), `y = x` (eval), any shape | — |
+//! | [`Conv2d`] | 2-D cross-correlation (stride, padding, dilation, groups), `(N, C, H, W) → (N, O, H′, W′)` | `weight (O, C/groups, kh, kw)`, `bias (O)` |
+//! | [`MaxPool2d`], [`AvgPool2d`] | windowed max / mean, `(N, C, H, W) → (N, C, H′, W′)` | — |
+//! | [`GlobalAvgPool`], [`Flatten`] | `(N, C, H, W) → (N, C)` / `(N, C·H·W)` | — |
 //! | [`BatchNorm2d`] | `y = γ (x − μ)/√(σ² + ε) + β` per channel, `(N, C, H, W)` | `weight (C)`, `bias (C)`; buffers `running_mean`, `running_var`, `num_batches_tracked` |
 
 pub mod activation;
