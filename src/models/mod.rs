@@ -5,8 +5,10 @@
 //!   (sum of a sequence, the adding problem).
 //! * [`TokenRnn`]: embedding → recurrent layer → linear head on every step (character language
 //!   model, copy task), with sampling.
+//! * [`resnet`]: residual networks, their pre-activation variants and their plain twins.
 
 mod regressor;
+pub mod resnet;
 mod token;
 
 pub use regressor::SeqRegressor;
