@@ -32,6 +32,14 @@
 //! added in chunk order. The bits of every result are therefore the same for any thread count and
 //! any scheduling. Memory stays bounded: one `cols` (or `colsᵀ`) buffer per running task, never
 //! one for the whole batch.
+//!
+//! Allocation: a training step would otherwise ask the allocator for fresh megabytes for every
+//! `cols` buffer and every cached input, and pay a page fault per 4 KiB to get them. The `cols`
+//! buffers come from a small per-thread pool ([`Scratch`]) that outlives the call, and the
+//! channels-last copy of the input is written into the buffer the previous backward pass released.
+
+use std::any::Any;
+use std::cell::RefCell;
 
 use ndarray::{Array1, Array4, ArrayView2, ArrayView4, ArrayViewMut2, Ix1, Ix4};
 use rayon::prelude::*;
@@ -252,6 +260,9 @@ pub struct Conv2d<F: Scalar> {
     /// The input of the last train-mode forward, channels last (what the weight gradient
     /// reads): `x.shape()` and `xt: (N, H·W, C_in)`.
     x: Option<([usize; 4], Vec<F>)>,
+    /// The `xt` buffer released by the last backward pass, reused by the next train-mode
+    /// forward (its contents are stale; dropped by an eval-mode forward).
+    spare: Vec<F>,
 }
 
 impl<F: Scalar> Conv2d<F> {
@@ -273,6 +284,7 @@ impl<F: Scalar> Conv2d<F> {
             weight: Param::new(weight),
             bias,
             x: None,
+            spare: Vec::new(),
         })
     }
 
@@ -328,6 +340,7 @@ impl<F: Scalar> Conv2d<F> {
             weight: Param::new(weight.as_standard_layout().into_owned()),
             bias: bias.map(Param::new),
             x: None,
+            spare: Vec::new(),
         })
     }
 
@@ -399,27 +412,25 @@ impl<F: Scalar> Conv2d<F> {
         let mut y = Array4::zeros((g.n, g.oc, g.oh, g.ow)); // (N, C_out, OH, OW)
         let x_len = g.c * g.h * g.w;
         // The cache for backward, written by the same parallel loop. // (N, H·W, C_in)
-        let mut xt = vec![F::zero(); if mode.is_train() { xs.len() } else { 0 }];
+        let mut xt = std::mem::take(&mut self.spare);
+        xt.resize(if mode.is_train() { xs.len() } else { 0 }, F::zero());
         if g.n > 0 {
             let spans = g.col_spans();
-            let buf = if g.pointwise() { 0 } else { g.k() * g.l() };
-            let run = |cols: &mut Vec<F>, y_n: &mut [F], x_n: &[F], xt_n: Option<&mut [F]>| {
-                g.forward_image(&spans, ws, bias.as_deref(), x_n, cols, y_n);
-                if let Some(xt_n) = xt_n {
-                    transpose(x_n, g.c, g.h * g.w, xt_n);
-                }
-            };
+            let buf = if g.pointwise() { 0 } else { g.k() * g.l() }; // cols: (C_in·kh·kw, OH·OW)
             let ys = y.as_slice_mut().expect("fresh array");
             let ys = ys.par_chunks_mut(g.oc * g.l()).zip(xs.par_chunks(x_len));
             if mode.is_train() {
                 ys.zip(xt.par_chunks_mut(x_len)).for_each_init(
-                    || vec![F::zero(); buf], // cols: (C_in·kh·kw, OH·OW)
-                    |cols, ((y_n, x_n), xt_n)| run(cols, y_n, x_n, Some(xt_n)),
+                    || Scratch::take(buf),
+                    |cols, ((y_n, x_n), xt_n)| {
+                        g.forward_image(&spans, ws, bias.as_deref(), x_n, cols, y_n);
+                        transpose(x_n, g.c, g.h * g.w, xt_n);
+                    },
                 );
             } else {
                 ys.for_each_init(
-                    || vec![F::zero(); buf], // cols: (C_in·kh·kw, OH·OW)
-                    |cols, (y_n, x_n)| run(cols, y_n, x_n, None),
+                    || Scratch::take(buf),
+                    |cols, (y_n, x_n)| g.forward_image(&spans, ws, bias.as_deref(), x_n, cols, y_n),
                 );
             }
         }
@@ -452,6 +463,13 @@ impl<F: Scalar> Conv2d<F> {
             ));
         }
         let (_, xt) = self.x.take().expect("checked above"); // (N, H·W, C_in)
+        let result = self.backward_with(&g, &xt, dy);
+        self.spare = xt;
+        result
+    }
+
+    /// [`Conv2d::backward`] for checked `dy` and the kept input `xt: (N, H·W, C_in)`.
+    fn backward_with(&mut self, g: &Geom, xt: &[F], dy: ArrayView4<'_, F>) -> Result<Array4<F>> {
         let dy = dy.as_standard_layout(); // (N, C_out, OH, OW)
         let dys = dy.as_slice().expect("standard layout");
         let w = self.weight.value.as_standard_layout(); // (C_out, C_in/G, kh, kw)
@@ -470,7 +488,7 @@ impl<F: Scalar> Conv2d<F> {
             .par_chunks_mut(x_len)
             .zip(dys.par_chunks(y_len))
             .for_each_init(
-                || vec![F::zero(); buf], // dcols: (C_in·kh·kw, OH·OW)
+                || Scratch::take(buf), // dcols: (C_in·kh·kw, OH·OW)
                 |dcols, (dx_n, dy_n)| g.input_grad_image(&spans, ws, dy_n, dcols, dx_n),
             );
 
@@ -482,7 +500,7 @@ impl<F: Scalar> Conv2d<F> {
             .par_chunks(chunk * x_len)
             .zip(dys.par_chunks(chunk * y_len))
             .map_init(
-                || vec![F::zero(); if g.pointwise() { 0 } else { g.l() * g.k() }], // rows: (OH·OW, C_in·kh·kw)
+                || Scratch::take(buf), // rows: (OH·OW, C_in·kh·kw)
                 |rows, (xt_c, dy_c)| {
                     let mut dw = vec![F::zero(); ws.len()]; // (C_out, kh·kw·C_in/G), see weight_grad_image
                     let mut db = vec![F::zero(); if with_bias { g.oc } else { 0 }]; // (C_out)
@@ -887,6 +905,72 @@ impl Geom {
                 mat_mut(&mut dw[grp * ocg * kg..], ocg, kg),
             );
         }
+    }
+}
+
+thread_local! {
+    /// Buffers released by [`Scratch`] on this thread, of any element type, for the next call.
+    static SCRATCH_POOL: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// At most this many buffers wait in one thread's pool (more than one only when a task that
+/// holds a buffer runs another one while it waits, e.g. inside a parallel GEMM).
+const SCRATCH_POOL_MAX: usize = 4;
+
+/// A buffer of `len` elements taken from the current thread's pool and given back to it when
+/// dropped, so that the `cols` of one call are reused by the next (of any layer) instead of
+/// being allocated, page-faulted in and zeroed every time. Its contents are whatever the last
+/// user left there: callers write every element before they read it.
+struct Scratch<F: Scalar> {
+    buf: Vec<F>,
+    len: usize,
+}
+
+impl<F: Scalar> Scratch<F> {
+    /// The largest pooled buffer of this type (or a new one), grown to at least `len`.
+    fn take(len: usize) -> Self {
+        let pooled = SCRATCH_POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let i = (0..pool.len())
+                .filter_map(|i| pool[i].downcast_ref::<Vec<F>>().map(|b| (i, b.capacity())))
+                .max_by_key(|&(_, cap)| cap)?
+                .0;
+            pool.swap_remove(i).downcast::<Vec<F>>().ok()
+        });
+        let mut buf = pooled.map_or_else(Vec::new, |b| *b);
+        if buf.len() < len {
+            buf.resize(len, F::zero());
+        }
+        Scratch { buf, len }
+    }
+}
+
+impl<F: Scalar> std::ops::Deref for Scratch<F> {
+    type Target = [F];
+    fn deref(&self) -> &[F] {
+        &self.buf[..self.len]
+    }
+}
+
+impl<F: Scalar> std::ops::DerefMut for Scratch<F> {
+    fn deref_mut(&mut self) -> &mut [F] {
+        &mut self.buf[..self.len]
+    }
+}
+
+impl<F: Scalar> Drop for Scratch<F> {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        if buf.capacity() == 0 {
+            return;
+        }
+        // During thread teardown the pool may be gone: then the buffer is simply freed.
+        let _ = SCRATCH_POOL.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < SCRATCH_POOL_MAX {
+                pool.push(Box::new(buf));
+            }
+        });
     }
 }
 
