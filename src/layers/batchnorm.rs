@@ -17,16 +17,25 @@
 //! ∂L/∂γ += Σ dy·x̂,   ∂L/∂β += Σ dy,   ∂L/∂x = (γ·s/n)·(n·dy − Σ dy − x̂·Σ(dy·x̂))
 //! ```
 //!
-//! All per-channel sums are accumulated in `f64` (also for `f32` tensors), and the channels are
-//! processed in parallel with rayon when the tensor is large; every channel is summed in the same
-//! order either way, so the result does not depend on the number of threads.
+//! All per-channel sums are accumulated in `f64` (also for `f32` tensors), in a fixed number of
+//! interleaved partial sums (so that the loops vectorise), and the elementwise maps are evaluated
+//! in `f64` too. In the NCHW layout every `(n, c)` plane is contiguous: a channel is `N` slices of
+//! `H·W` values, and every pass runs over those slices. The channels are processed in parallel
+//! with rayon when the tensor is large; every channel is summed in the same order either way, so
+//! the result does not depend on the number of threads.
+//!
+//! Inside the crate, the residual blocks call [`BatchNorm2d::forward_in_place`] and
+//! [`BatchNorm2d::backward_in_place`], which overwrite their argument instead of allocating, and
+//! can fuse the ReLU that follows the normalisation: the output is `relu(γ·x̂ + β)`, and the
+//! backward pass recomputes `γ·x̂ + β` from the kept `x̂` (with the γ, β of the forward pass) to
+//! know where the ReLU let the gradient through.
 
-use ndarray::{Array1, Array4, ArrayD, ArrayView4, ArrayViewD, Axis, Ix1, Zip};
+use ndarray::{Array1, Array4, ArrayD, ArrayView4, ArrayViewD, Ix1};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result, fmt_shape};
 use crate::module::{BufferMut, BufferVisitor, Module, ParamVisitor};
-use crate::{Mode, Param, Scalar};
+use crate::{Mode, Param, Scalar, ops};
 
 /// Tensors with at least this many elements are processed with one rayon task per channel.
 const PARALLEL_MIN_LEN: usize = 1 << 15;
@@ -78,10 +87,15 @@ impl BatchNormConfig {
 /// What a train-mode forward keeps for the backward pass.
 #[derive(Clone, Debug)]
 struct Cache<F> {
-    /// The normalised input `x̂ = (x − μ)·s`. // (N, C, H, W)
-    x_hat: Array4<F>,
+    /// The input shape `(N, C, H, W)`.
+    shape: [usize; 4],
+    /// The normalised input `x̂ = (x − μ)·s`, standard layout. // (N, C, H, W)
+    x_hat: Vec<F>,
     /// `s = 1/√(σ² + eps)` per channel, in f64. // (C)
     inv_std: Vec<f64>,
+    /// `(γ, β)` per channel as the forward pass used them, if it fused a ReLU: the backward pass
+    /// lets the gradient through where `γ·x̂ + β > 0`. // (C)
+    relu: Option<Vec<(f64, f64)>>,
 }
 
 /// Batch normalisation of NCHW tensors per channel; `x: (N, C, H, W) → y: (N, C, H, W)`.
@@ -105,6 +119,9 @@ pub struct BatchNorm2d<F: Scalar> {
     eps: f64,
     momentum: f64,
     cache: Option<Cache<F>>,
+    /// The `x̂` buffer released by the last backward pass, reused by the next train-mode forward
+    /// (stale contents; dropped by an eval-mode forward).
+    spare: Vec<F>,
 }
 
 impl<F: Scalar> BatchNorm2d<F> {
@@ -147,6 +164,7 @@ impl<F: Scalar> BatchNorm2d<F> {
             eps: cfg.eps,
             momentum: cfg.momentum,
             cache: None,
+            spare: Vec::new(),
         })
     }
 
@@ -235,76 +253,111 @@ impl<F: Scalar> BatchNorm2d<F> {
     /// [`Error::Shape`] if `x` does not have `C` channels; [`Error::Invalid`] in train mode if a
     /// channel has at most one value (`N·H·W ≤ 1`: its variance is undefined).
     pub fn forward(&mut self, x: ArrayView4<'_, F>, mode: Mode) -> Result<Array4<F>> {
-        const OP: &str = "BatchNorm2d::forward";
         self.cache = None;
-        let (bn, c, h, w) = x.dim();
-        if c != self.num_features() {
+        self.check_input(x.shape(), mode)?;
+        let mut y = x.as_standard_layout().into_owned(); // (N, C, H, W)
+        self.forward_in_place(&mut y, mode, false)?;
+        Ok(y)
+    }
+
+    /// The errors of [`BatchNorm2d::forward`] for an input of this shape.
+    fn check_input(&self, shape: &[usize], mode: Mode) -> Result<()> {
+        const OP: &str = "BatchNorm2d::forward";
+        if shape[1] != self.num_features() {
             return Err(Error::shape(
                 OP,
                 "input",
                 format!("(N, {}, H, W)", self.num_features()),
-                x.shape(),
+                shape,
             ));
         }
-        let n = bn * h * w;
-        let mut y = Array4::<F>::zeros((bn, c, h, w)); // (N, C, H, W)
-        let parallel = x.len() >= PARALLEL_MIN_LEN;
-        let affine: Vec<(f64, f64)> = (0..c).map(|k| (self.gamma(k), self.beta(k))).collect();
-
-        if !mode.is_train() {
-            let stats: Vec<(f64, f64)> = (0..c)
-                .map(|k| {
-                    let s = 1.0 / (self.running_var[k].f64() + self.eps).sqrt();
-                    (self.running_mean[k].f64(), s)
-                })
-                .collect();
-            let items: Vec<_> = x.axis_iter(Axis(1)).zip(y.axis_iter_mut(Axis(1))).collect();
-            per_channel(items, parallel, |k, (xc, mut yc)| {
-                let (mean, s) = stats[k];
-                let (g, b) = affine[k];
-                yc.zip_mut_with(&xc, |yv, &xv| *yv = F::of((xv.f64() - mean) * s * g + b));
-            });
-            return Ok(y);
-        }
-
-        if n <= 1 {
+        let n = shape[0] * shape[2] * shape[3];
+        if mode.is_train() && n <= 1 {
             return Err(Error::invalid(
                 OP,
                 "input",
                 format!(
                     "expected more than 1 value per channel when training, got input {} \
                      (N·H·W = {n})",
-                    fmt_shape(x.shape())
+                    fmt_shape(shape)
                 ),
             ));
         }
-        let mut x_hat = Array4::<F>::zeros((bn, c, h, w)); // (N, C, H, W)
-        let (nf, eps) = (n as f64, self.eps);
-        let items: Vec<_> = x
-            .axis_iter(Axis(1))
-            .zip(x_hat.axis_iter_mut(Axis(1)))
-            .zip(y.axis_iter_mut(Axis(1)))
-            .collect();
-        // Per channel: (μ, Σ(x − μ)², s), writing x̂ and y.
-        let stats = per_channel(items, parallel, |k, ((xc, mut xhc), mut yc)| {
-            let mean = xc.iter().map(|v| v.f64()).sum::<f64>() / nf;
-            let sq: f64 = xc
-                .iter()
-                .map(|v| {
-                    let d = v.f64() - mean;
-                    d * d
+        Ok(())
+    }
+
+    /// [`BatchNorm2d::forward`] overwriting its input, `x ← γ·x̂ + β`, or with `relu`
+    /// `x ← max(γ·x̂ + β, 0)` (the ReLU that follows the normalisation in a residual block, whose
+    /// derivative the next [`BatchNorm2d::backward_in_place`] then applies).
+    ///
+    /// # Errors
+    /// Those of [`BatchNorm2d::forward`]; `x` is unchanged then.
+    pub(crate) fn forward_in_place(
+        &mut self,
+        x: &mut Array4<F>,
+        mode: Mode,
+        relu: bool,
+    ) -> Result<()> {
+        self.cache = None;
+        self.check_input(x.shape(), mode)?;
+        if !x.is_standard_layout() {
+            *x = x.as_standard_layout().into_owned();
+        }
+        let (bn, c, h, w) = x.dim();
+        let (nf, eps) = ((bn * h * w) as f64, self.eps);
+        let parallel = x.len() >= PARALLEL_MIN_LEN;
+        let affine: Vec<(f64, f64)> = (0..c).map(|k| (self.gamma(k), self.beta(k))).collect();
+        let xs = x.as_slice_mut().expect("standard layout"); // (N, C, H, W)
+
+        if !mode.is_train() {
+            self.spare = Vec::new();
+            let stats: Vec<(f64, f64)> = (0..c)
+                .map(|k| {
+                    let s = 1.0 / (self.running_var[k].f64() + eps).sqrt();
+                    (self.running_mean[k].f64(), s)
                 })
-                .sum();
+                .collect();
+            per_channel(channel_planes(xs, c, h * w), parallel, |k, planes| {
+                let (mean, s) = stats[k];
+                let (g, b) = affine[k];
+                for plane in planes {
+                    if relu {
+                        eval_plane::<F, true>(plane, mean, s, g, b);
+                    } else {
+                        eval_plane::<F, false>(plane, mean, s, g, b);
+                    }
+                }
+            });
+            return Ok(());
+        }
+
+        let mut x_hat = std::mem::take(&mut self.spare); // (N, C, H, W)
+        x_hat.resize(xs.len(), F::zero());
+        let items: Vec<_> = channel_planes(xs, c, h * w)
+            .into_iter()
+            .zip(channel_planes(&mut x_hat[..], c, h * w))
+            .collect();
+        // Per channel: (μ, Σ(x − μ)², s), writing x̂ and y = γ·x̂ + β over x.
+        let stats = per_channel(items, parallel, |k, (planes, xh_planes)| {
+            let mut acc = Lanes::default();
+            for plane in &planes {
+                acc.add(plane, |v| v);
+            }
+            let mean = acc.total() / nf;
+            let mut acc = Lanes::default();
+            for plane in &planes {
+                acc.add(plane, |v| (v - mean) * (v - mean));
+            }
+            let sq = acc.total();
             let s = 1.0 / (sq / nf + eps).sqrt();
             let (g, b) = affine[k];
-            Zip::from(&mut xhc)
-                .and(&mut yc)
-                .and(&xc)
-                .for_each(|xh, yv, &xv| {
-                    let v = (xv.f64() - mean) * s;
-                    *xh = F::of(v);
-                    *yv = F::of(v * g + b);
-                });
+            for (plane, xh_plane) in planes.into_iter().zip(xh_planes) {
+                if relu {
+                    train_plane::<F, true>(plane, xh_plane, mean, s, g, b);
+                } else {
+                    train_plane::<F, false>(plane, xh_plane, mean, s, g, b);
+                }
+            }
             (mean, sq, s)
         });
 
@@ -317,10 +370,12 @@ impl<F: Scalar> BatchNorm2d<F> {
         }
         self.num_batches_tracked += 1;
         self.cache = Some(Cache {
+            shape: [bn, c, h, w],
             x_hat,
             inv_std: stats.iter().map(|s| s.2).collect(),
+            relu: relu.then_some(affine),
         });
-        Ok(y)
+        Ok(())
     }
 
     /// [`BatchNorm2d::forward`] for an input of unchecked rank, e.g. one read from a file.
@@ -353,45 +408,73 @@ impl<F: Scalar> BatchNorm2d<F> {
     /// [`Error::NoForwardCache`] without a train-mode forward before it; [`Error::Shape`] if `dy`
     /// does not have the shape of that forward's input.
     pub fn backward(&mut self, dy: ArrayView4<'_, F>) -> Result<Array4<F>> {
+        self.check_grad(dy.shape())?;
+        let mut dx = dy.as_standard_layout().into_owned(); // (N, C, H, W)
+        self.backward_in_place(&mut dx)?;
+        Ok(dx)
+    }
+
+    /// The errors of [`BatchNorm2d::backward`] for a gradient of this shape.
+    fn check_grad(&self, shape: &[usize]) -> Result<()> {
         const OP: &str = "BatchNorm2d::backward";
         let cache = self
             .cache
             .as_ref()
             .ok_or(Error::NoForwardCache { op: OP })?;
-        if dy.shape() != cache.x_hat.shape() {
+        if shape != cache.shape {
             return Err(Error::shape(
                 OP,
                 "dy (N, C, H, W)",
-                fmt_shape(cache.x_hat.shape()),
-                dy.shape(),
+                fmt_shape(&cache.shape),
+                shape,
             ));
         }
-        let cache = self.cache.take().expect("checked above");
-        let (bn, c, h, w) = dy.dim();
-        let nf = (bn * h * w) as f64;
-        let parallel = dy.len() >= PARALLEL_MIN_LEN;
-        let gammas: Vec<f64> = (0..c).map(|k| self.gamma(k)).collect();
-        let mut dx = Array4::<F>::zeros((bn, c, h, w)); // (N, C, H, W)
+        Ok(())
+    }
 
-        let items: Vec<_> = dy
-            .axis_iter(Axis(1))
-            .zip(cache.x_hat.axis_iter(Axis(1)))
-            .zip(dx.axis_iter_mut(Axis(1)))
+    /// [`BatchNorm2d::backward`] overwriting its argument: `d ← ∂L/∂x` from `d = ∂L/∂y`, where
+    /// `y` is the output of the last train-mode forward (after its ReLU, if it fused one: then
+    /// `∂L/∂y` is first zeroed where `γ·x̂ + β ≤ 0`).
+    ///
+    /// # Errors
+    /// Those of [`BatchNorm2d::backward`]; `d` is unchanged then.
+    pub(crate) fn backward_in_place(&mut self, d: &mut Array4<F>) -> Result<()> {
+        self.check_grad(d.shape())?;
+        if !d.is_standard_layout() {
+            *d = d.as_standard_layout().into_owned();
+        }
+        let cache = self.cache.take().expect("checked above");
+        let [bn, c, h, w] = cache.shape;
+        let nf = (bn * h * w) as f64;
+        let parallel = d.len() >= PARALLEL_MIN_LEN;
+        let gammas: Vec<f64> = (0..c).map(|k| self.gamma(k)).collect();
+        let ds = d.as_slice_mut().expect("standard layout"); // (N, C, H, W)
+        let items: Vec<_> = channel_planes(ds, c, h * w)
+            .into_iter()
+            .zip(channel_planes(&cache.x_hat[..], c, h * w))
             .collect();
-        // Per channel: (Σ dy, Σ dy·x̂), writing dx.
-        let sums = per_channel(items, parallel, |k, ((dyc, xhc), mut dxc)| {
-            let (mut s_dy, mut s_dyxh) = (0.0f64, 0.0f64);
-            Zip::from(&dyc).and(&xhc).for_each(|&d, &xh| {
-                s_dy += d.f64();
-                s_dyxh += d.f64() * xh.f64();
-            });
+        let relu = cache.relu.as_deref();
+        // Per channel: (Σ dy, Σ dy·x̂), writing dx over dy.
+        let sums = per_channel(items, parallel, |k, (planes, xh_planes)| {
+            let (g, b) = relu.map_or((1.0, 0.0), |affine| affine[k]);
+            let (mut acc_dy, mut acc_dyxh) = (Lanes::default(), Lanes::default());
+            for (plane, xh_plane) in planes.iter().zip(&xh_planes) {
+                if relu.is_some() {
+                    grad_sums::<F, true>(&mut acc_dy, &mut acc_dyxh, plane, xh_plane, g, b);
+                } else {
+                    grad_sums::<F, false>(&mut acc_dy, &mut acc_dyxh, plane, xh_plane, g, b);
+                }
+            }
+            let (s_dy, s_dyxh) = (acc_dy.total(), acc_dyxh.total());
             let scale = gammas[k] * cache.inv_std[k] / nf;
-            Zip::from(&mut dxc)
-                .and(&dyc)
-                .and(&xhc)
-                .for_each(|dxv, &d, &xh| {
-                    *dxv = F::of(scale * (nf * d.f64() - s_dy - xh.f64() * s_dyxh));
-                });
+            let coef = (scale * nf, scale * s_dy, scale * s_dyxh);
+            for (plane, xh_plane) in planes.into_iter().zip(xh_planes) {
+                if relu.is_some() {
+                    grad_plane::<F, true>(plane, xh_plane, coef, g, b);
+                } else {
+                    grad_plane::<F, false>(plane, xh_plane, coef, g, b);
+                }
+            }
             (s_dy, s_dyxh)
         });
         if let Some(wt) = &mut self.weight {
@@ -404,7 +487,154 @@ impl<F: Scalar> BatchNorm2d<F> {
                 *g += F::of(s.0);
             }
         }
-        Ok(dx)
+        self.spare = cache.x_hat;
+        Ok(())
+    }
+}
+
+// The per-plane loops: straight-line bodies (the ReLU is a select, chosen at compile time) so
+// that they vectorise. `x̂` is rounded to `F` before `y = γ·x̂ + β` is formed, so that the
+// backward pass, which sees only the rounded `x̂`, finds the same sign of `γ·x̂ + β`.
+
+/// `y = γ·x̂ + β` (then `max(y, 0)` if `RELU`) for `x̂ = (x − μ)·s`, over `x` in place.
+#[inline(always)]
+fn affine<F: Scalar, const RELU: bool>(xh: F, g: f64, b: f64) -> F {
+    let y = F::of(xh.f64() * g + b);
+    if RELU { ops::relu(y) } else { y }
+}
+
+/// Train mode, one plane: `x̂ ← (x − μ)·s`, `x ← γ·x̂ + β` (then ReLU if `RELU`).
+fn train_plane<F: Scalar, const RELU: bool>(
+    x: &mut [F],
+    x_hat: &mut [F],
+    mean: f64,
+    s: f64,
+    g: f64,
+    b: f64,
+) {
+    for (v, xh) in x.iter_mut().zip(x_hat.iter_mut()) {
+        *xh = F::of((v.f64() - mean) * s);
+        *v = affine::<F, RELU>(*xh, g, b);
+    }
+}
+
+/// Eval mode, one plane: `x ← γ·(x − mean)·s + β` (then ReLU if `RELU`), running statistics.
+fn eval_plane<F: Scalar, const RELU: bool>(x: &mut [F], mean: f64, s: f64, g: f64, b: f64) {
+    for v in x.iter_mut() {
+        let y = F::of((v.f64() - mean) * s * g + b);
+        *v = if RELU { ops::relu(y) } else { y };
+    }
+}
+
+/// `dy`, or with a fused ReLU `dy·[γ·x̂ + β > 0]` (its derivative from the output).
+#[inline(always)]
+fn gate<F: Scalar, const RELU: bool>(dy: F, xh: F, g: f64, b: f64) -> f64 {
+    if RELU {
+        (dy * ops::relu_grad_from_output(affine::<F, false>(xh, g, b))).f64()
+    } else {
+        dy.f64()
+    }
+}
+
+/// Adds `Σ dy` and `Σ dy·x̂` of one plane (`dy` gated by the ReLU if `RELU`).
+fn grad_sums<F: Scalar, const RELU: bool>(
+    acc_dy: &mut Lanes,
+    acc_dyxh: &mut Lanes,
+    dy: &[F],
+    x_hat: &[F],
+    g: f64,
+    b: f64,
+) {
+    let (mut s1, mut s2) = (acc_dy.0, acc_dyxh.0);
+    let (mut dc, mut xc) = (dy.chunks_exact(LANES), x_hat.chunks_exact(LANES));
+    for (d, x) in (&mut dc).zip(&mut xc) {
+        for i in 0..LANES {
+            let d = gate::<F, RELU>(d[i], x[i], g, b);
+            s1[i] += d;
+            s2[i] += d * x[i].f64();
+        }
+    }
+    for (i, (&d, &x)) in dc.remainder().iter().zip(xc.remainder()).enumerate() {
+        let d = gate::<F, RELU>(d, x, g, b);
+        s1[i] += d;
+        s2[i] += d * x.f64();
+    }
+    (acc_dy.0, acc_dyxh.0) = (s1, s2);
+}
+
+/// One plane of `∂L/∂x = (γ·s/n)·(n·dy − Σ dy − x̂·Σ(dy·x̂))` over `dy` in place, with
+/// `coef = (γ·s, γ·s·Σ dy / n, γ·s·Σ(dy·x̂) / n)`.
+fn grad_plane<F: Scalar, const RELU: bool>(
+    dy: &mut [F],
+    x_hat: &[F],
+    coef: (f64, f64, f64),
+    g: f64,
+    b: f64,
+) {
+    let (a, c0, c1) = coef;
+    for (d, &xh) in dy.iter_mut().zip(x_hat) {
+        *d = F::of(a * gate::<F, RELU>(*d, xh, g, b) - c0 - xh.f64() * c1);
+    }
+}
+
+/// The `(n, c)` planes of a standard-layout `(N, C, H, W)` buffer (each `H·W` contiguous values),
+/// grouped by channel: `result[c][n]`.
+fn channel_planes<S: SplitPlanes>(data: S, c: usize, hw: usize) -> Vec<Vec<S>> {
+    let mut by_channel: Vec<Vec<S>> = (0..c).map(|_| Vec::new()).collect();
+    if hw > 0 {
+        for (p, plane) in data.planes(hw).into_iter().enumerate() {
+            by_channel[p % c].push(plane);
+        }
+    }
+    by_channel
+}
+
+/// Shared or mutable slices cut into planes of `hw` values, for [`channel_planes`].
+trait SplitPlanes: Sized {
+    fn planes(self, hw: usize) -> Vec<Self>;
+}
+
+impl<F> SplitPlanes for &[F] {
+    fn planes(self, hw: usize) -> Vec<Self> {
+        self.chunks_exact(hw).collect()
+    }
+}
+
+impl<F> SplitPlanes for &mut [F] {
+    fn planes(self, hw: usize) -> Vec<Self> {
+        self.chunks_exact_mut(hw).collect()
+    }
+}
+
+/// Number of interleaved partial sums in [`Lanes`].
+const LANES: usize = 8;
+
+/// A sum in `f64` kept as [`LANES`] partial sums: element `i` of a slice goes to partial sum
+/// `i mod LANES` (each slice starts again at 0), so the additions are independent and vectorise,
+/// and their order depends only on the slice lengths.
+#[derive(Default)]
+struct Lanes([f64; LANES]);
+
+impl Lanes {
+    /// Adds `f(v)` for every `v` in `xs`.
+    #[inline(always)]
+    fn add<F: Scalar>(&mut self, xs: &[F], f: impl Fn(f64) -> f64) {
+        let mut acc = self.0;
+        let mut chunks = xs.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            for i in 0..LANES {
+                acc[i] += f(chunk[i].f64());
+            }
+        }
+        for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+            *a += f(v.f64());
+        }
+        self.0 = acc;
+    }
+
+    /// The sum of the partial sums, in lane order.
+    fn total(&self) -> f64 {
+        self.0.iter().sum()
     }
 }
 
