@@ -33,6 +33,7 @@
 use ndarray::{Array1, Array4, ArrayD, ArrayView4, ArrayViewD, Ix1};
 use rayon::prelude::*;
 
+use super::scratch;
 use crate::error::{Error, Result, fmt_shape};
 use crate::module::{BufferMut, BufferVisitor, Module, ParamVisitor};
 use crate::{Mode, Param, Scalar, ops};
@@ -255,7 +256,7 @@ impl<F: Scalar> BatchNorm2d<F> {
     pub fn forward(&mut self, x: ArrayView4<'_, F>, mode: Mode) -> Result<Array4<F>> {
         self.cache = None;
         self.check_input(x.shape(), mode)?;
-        let mut y = x.as_standard_layout().into_owned(); // (N, C, H, W)
+        let mut y = scratch::copy_of(x); // (N, C, H, W)
         self.forward_in_place(&mut y, mode, false)?;
         Ok(y)
     }
@@ -409,7 +410,7 @@ impl<F: Scalar> BatchNorm2d<F> {
     /// does not have the shape of that forward's input.
     pub fn backward(&mut self, dy: ArrayView4<'_, F>) -> Result<Array4<F>> {
         self.check_grad(dy.shape())?;
-        let mut dx = dy.as_standard_layout().into_owned(); // (N, C, H, W)
+        let mut dx = scratch::copy_of(dy); // (N, C, H, W)
         self.backward_in_place(&mut dx)?;
         Ok(dx)
     }

@@ -34,16 +34,14 @@
 //! one for the whole batch.
 //!
 //! Allocation: a training step would otherwise ask the allocator for fresh megabytes for every
-//! `cols` buffer and every cached input, and pay a page fault per 4 KiB to get them. The `cols`
-//! buffers come from a small per-thread pool ([`Scratch`]) that outlives the call, and the
+//! `cols` buffer, output and cached input, and pay a page fault per 4 KiB to get them. The `cols`
+//! buffers and the outputs come from the per-thread pool of [`super::scratch`], and the
 //! channels-last copy of the input is written into the buffer the previous backward pass released.
-
-use std::any::Any;
-use std::cell::RefCell;
 
 use ndarray::{Array1, Array4, ArrayView2, ArrayView4, ArrayViewMut2, Ix1, Ix4};
 use rayon::prelude::*;
 
+use super::scratch::{self, Scratch};
 use crate::error::{Error, Result, fmt_shape};
 use crate::gemm::gemm;
 use crate::init;
@@ -409,7 +407,11 @@ impl<F: Scalar> Conv2d<F> {
         let w = self.weight.value.as_standard_layout(); // (C_out, C_in/G, kh, kw)
         let ws = w.as_slice().expect("standard layout");
         let bias = self.bias.as_ref().map(|b| b.value.to_vec()); // (C_out)
-        let mut y = Array4::zeros((g.n, g.oc, g.oh, g.ow)); // (N, C_out, OH, OW)
+        // Stale values from the pool: every element is written by `forward_image` (the bias, if
+        // any, then a GEMM with β = 1; otherwise a GEMM with β = 0, which does not read it).
+        let y_shape = (g.n, g.oc, g.oh, g.ow);
+        let y_buf = scratch::take(g.n * g.oc * g.l());
+        let mut y = Array4::from_shape_vec(y_shape, y_buf).expect("len matches"); // (N, C_out, OH, OW)
         let x_len = g.c * g.h * g.w;
         // The cache for backward, written by the same parallel loop. // (N, H·W, C_in)
         let mut xt = std::mem::take(&mut self.spare);
@@ -474,7 +476,8 @@ impl<F: Scalar> Conv2d<F> {
         let dys = dy.as_slice().expect("standard layout");
         let w = self.weight.value.as_standard_layout(); // (C_out, C_in/G, kh, kw)
         let ws = w.as_slice().expect("standard layout");
-        let mut dx = Array4::zeros((g.n, g.c, g.h, g.w)); // (N, C_in, H, W)
+        let dx_buf = scratch::take_zeroed(g.n * g.c * g.h * g.w);
+        let mut dx = Array4::from_shape_vec((g.n, g.c, g.h, g.w), dx_buf).expect("len matches"); // (N, C_in, H, W)
         if g.n == 0 {
             return Ok(dx);
         }
@@ -905,72 +908,6 @@ impl Geom {
                 mat_mut(&mut dw[grp * ocg * kg..], ocg, kg),
             );
         }
-    }
-}
-
-thread_local! {
-    /// Buffers released by [`Scratch`] on this thread, of any element type, for the next call.
-    static SCRATCH_POOL: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// At most this many buffers wait in one thread's pool (more than one only when a task that
-/// holds a buffer runs another one while it waits, e.g. inside a parallel GEMM).
-const SCRATCH_POOL_MAX: usize = 4;
-
-/// A buffer of `len` elements taken from the current thread's pool and given back to it when
-/// dropped, so that the `cols` of one call are reused by the next (of any layer) instead of
-/// being allocated, page-faulted in and zeroed every time. Its contents are whatever the last
-/// user left there: callers write every element before they read it.
-struct Scratch<F: Scalar> {
-    buf: Vec<F>,
-    len: usize,
-}
-
-impl<F: Scalar> Scratch<F> {
-    /// The largest pooled buffer of this type (or a new one), grown to at least `len`.
-    fn take(len: usize) -> Self {
-        let pooled = SCRATCH_POOL.with(|pool| {
-            let mut pool = pool.borrow_mut();
-            let i = (0..pool.len())
-                .filter_map(|i| pool[i].downcast_ref::<Vec<F>>().map(|b| (i, b.capacity())))
-                .max_by_key(|&(_, cap)| cap)?
-                .0;
-            pool.swap_remove(i).downcast::<Vec<F>>().ok()
-        });
-        let mut buf = pooled.map_or_else(Vec::new, |b| *b);
-        if buf.len() < len {
-            buf.resize(len, F::zero());
-        }
-        Scratch { buf, len }
-    }
-}
-
-impl<F: Scalar> std::ops::Deref for Scratch<F> {
-    type Target = [F];
-    fn deref(&self) -> &[F] {
-        &self.buf[..self.len]
-    }
-}
-
-impl<F: Scalar> std::ops::DerefMut for Scratch<F> {
-    fn deref_mut(&mut self) -> &mut [F] {
-        &mut self.buf[..self.len]
-    }
-}
-
-impl<F: Scalar> Drop for Scratch<F> {
-    fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        if buf.capacity() == 0 {
-            return;
-        }
-        // During thread teardown the pool may be gone: then the buffer is simply freed.
-        let _ = SCRATCH_POOL.try_with(|pool| {
-            let mut pool = pool.borrow_mut();
-            if pool.len() < SCRATCH_POOL_MAX {
-                pool.push(Box::new(buf));
-            }
-        });
     }
 }
 

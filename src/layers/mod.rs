@@ -18,6 +18,7 @@ pub mod dropout;
 pub mod embedding;
 pub mod linear;
 pub mod pool;
+pub(crate) mod scratch;
 
 pub use activation::{Relu, Sigmoid, Tanh};
 pub use batchnorm::{BatchNorm2d, BatchNormConfig};
