@@ -2,12 +2,21 @@
 //! identity path out literally: the gradient reaching `x` is the branch's input gradient plus the
 //! shortcut's, `dx = dF(d_sum) + shortcut′(d_sum)`. A plain block (no shortcut) drops the second
 //! term, and that is all that separates a ResNet from its plain twin.
+//!
+//! For speed the blocks work in place where the math allows it: a ReLU that follows a BatchNorm
+//! is fused into it ([`BatchNorm2d::forward_in_place`] with `relu`, whose backward pass applies
+//! the ReLU's derivative), the shortcut is added straight into the branch's output (and its
+//! gradient straight into the branch's input gradient), and the ReLU after the sum keeps only a
+//! mask. Intermediate arrays that die inside a block go back to the buffer pool of
+//! [`crate::layers::scratch`] for the next layer.
 
 use ndarray::{Array4, ArrayView4};
 
-use crate::layers::{BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig, Relu};
+use crate::error::{Error, fmt_shape};
+use crate::layers::scratch;
+use crate::layers::{BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig};
 use crate::module::{BufferVisitor, ParamVisitor, visit_child_buffers, visit_child_params};
-use crate::{Mode, Module, Result, Rng, Scalar};
+use crate::{Mode, Module, Result, Rng, Scalar, ops};
 
 use super::shortcut::{Shortcut, ShortcutKind};
 
@@ -41,23 +50,62 @@ fn bn<F: Scalar>(c: usize) -> Result<BatchNorm2d<F>> {
     BatchNorm2d::new(BatchNormConfig::new(c))
 }
 
-/// `sum = branch + shortcut` (in place on `branch`), or `branch` alone for a plain block.
-fn add_shortcut<F: Scalar>(mut branch: Array4<F>, shortcut: Option<Array4<F>>) -> Array4<F> {
-    if let Some(sc) = shortcut {
-        branch += &sc;
-    }
-    branch
+/// `y = relu(x)` in place, as the last step of a block; keeps `[y > 0]` in train mode, which is
+/// all its derivative needs.
+#[derive(Clone, Debug, Default)]
+struct ReluInPlace {
+    /// The mask of the last train-mode forward and its shape. // (N, C, H, W)
+    mask: Option<([usize; 4], Vec<bool>)>,
+    /// The mask buffer released by the last backward pass.
+    spare: Vec<bool>,
 }
 
-/// `dx = d_branch + d_shortcut` (the identity path), or `d_branch` for a plain block.
-fn add_identity_path<F: Scalar>(
-    mut d_branch: Array4<F>,
-    d_shortcut: Option<Array4<F>>,
-) -> Array4<F> {
-    if let Some(ds) = d_shortcut {
-        d_branch += &ds;
+impl ReluInPlace {
+    /// `x ← max(x, 0)`.
+    fn forward<F: Scalar>(&mut self, x: &mut Array4<F>, mode: Mode) {
+        self.mask = None;
+        if !mode.is_train() {
+            self.spare = Vec::new();
+            x.mapv_inplace(ops::relu);
+            return;
+        }
+        let mut mask = std::mem::take(&mut self.spare);
+        mask.resize(x.len(), false);
+        if !x.is_standard_layout() {
+            *x = x.as_standard_layout().into_owned();
+        }
+        let values = x.as_slice_mut().expect("standard layout");
+        for (v, m) in values.iter_mut().zip(mask.iter_mut()) {
+            *m = *v > F::zero();
+            *v = ops::relu(*v);
+        }
+        let (n, c, h, w) = x.dim();
+        self.mask = Some(([n, c, h, w], mask));
     }
-    d_branch
+
+    /// `∂L/∂x = dy ⊙ [y > 0]`, as a new array.
+    fn backward<F: Scalar>(&mut self, dy: ArrayView4<'_, F>) -> Result<Array4<F>> {
+        const OP: &str = "Relu::backward";
+        let (shape, _) = self.mask.as_ref().ok_or(Error::NoForwardCache { op: OP })?;
+        if dy.shape() != shape {
+            return Err(Error::shape(
+                OP,
+                "dy (shape of the forward output)",
+                fmt_shape(shape),
+                dy.shape(),
+            ));
+        }
+        let (_, mask) = self.mask.take().expect("checked above");
+        let dy = dy.as_standard_layout();
+        let mut dx = scratch::take(dy.len());
+        let dys = dy.as_slice().expect("standard layout");
+        for ((d, &g), &m) in dx.iter_mut().zip(dys).zip(&mask) {
+            *d = g * if m { F::one() } else { F::zero() };
+        }
+        let dx = Array4::from_shape_vec(dy.raw_dim(), dx).expect("len matches");
+        self.spare = mask;
+        Ok(dx)
+    }
 }
 
 /// `y = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
@@ -70,8 +118,8 @@ pub struct BasicBlock<F: Scalar> {
     pub conv2: Conv2d<F>,
     pub bn2: BatchNorm2d<F>,
     pub shortcut: Shortcut<F>,
-    relu1: Relu<F>,
-    relu_out: Relu<F>,
+    /// The ReLU after the sum (the one after `bn1` is fused into it).
+    relu_out: ReluInPlace,
 }
 
 impl<F: Scalar> BasicBlock<F> {
@@ -96,34 +144,34 @@ impl<F: Scalar> BasicBlock<F> {
             conv2: super::conv(Conv2dConfig::new(cout, cout, 3).padding(1).bias(false), rng)?,
             bn2: bn(cout)?,
             shortcut: Shortcut::build(shortcut, plain, cin, cout, stride, rng)?,
-            relu1: Relu::new(),
-            relu_out: Relu::new(),
+            relu_out: ReluInPlace::default(),
         })
     }
 }
 
 impl<F: Scalar> Block<F> for BasicBlock<F> {
     fn forward(&mut self, x: ArrayView4<'_, F>, mode: Mode) -> Result<Array4<F>> {
-        let a = self.conv1.forward(x, mode)?;
-        let a = self.bn1.forward(a.view(), mode)?;
-        let a = self.relu1.forward(a.view(), mode);
-        let a = self.conv2.forward(a.view(), mode)?;
-        let branch = self.bn2.forward(a.view(), mode)?;
-        let sum = add_shortcut(branch, self.shortcut.forward(x, mode)?);
-        Ok(self.relu_out.forward(sum.view(), mode))
+        let mut a = self.conv1.forward(x, mode)?;
+        self.bn1.forward_in_place(&mut a, mode, true)?; // relu(bn1(conv1(x)))
+        let mut sum = self.conv2.forward(a.view(), mode)?;
+        scratch::recycle(a);
+        self.bn2.forward_in_place(&mut sum, mode, false)?; // the branch F(x)
+        self.shortcut.add_forward(x, &mut sum, mode)?; // F(x) + shortcut(x)
+        self.relu_out.forward(&mut sum, mode);
+        Ok(sum)
     }
 
     fn backward(&mut self, dy: ArrayView4<'_, F>) -> Result<Array4<F>> {
         let d_sum = self.relu_out.backward(dy)?;
         let d = self.bn2.backward(d_sum.view())?;
-        let d = self.conv2.backward(d.view())?;
-        let d = self.relu1.backward(d.view())?;
-        let d = self.bn1.backward(d.view())?;
-        let d_branch = self.conv1.backward(d.view())?;
-        Ok(add_identity_path(
-            d_branch,
-            self.shortcut.backward(d_sum.view())?,
-        ))
+        let mut d_a = self.conv2.backward(d.view())?;
+        scratch::recycle(d);
+        self.bn1.backward_in_place(&mut d_a)?; // through relu1 and bn1
+        let mut dx = self.conv1.backward(d_a.view())?; // dF(d_sum)
+        scratch::recycle(d_a);
+        self.shortcut.add_backward(d_sum.view(), &mut dx)?; // + shortcut′(d_sum)
+        scratch::recycle(d_sum);
+        Ok(dx)
     }
 }
 
@@ -154,9 +202,8 @@ pub struct Bottleneck<F: Scalar> {
     pub conv3: Conv2d<F>,
     pub bn3: BatchNorm2d<F>,
     pub shortcut: Shortcut<F>,
-    relu1: Relu<F>,
-    relu2: Relu<F>,
-    relu_out: Relu<F>,
+    /// The ReLU after the sum (those after `bn1` and `bn2` are fused into them).
+    relu_out: ReluInPlace,
 }
 
 impl<F: Scalar> Bottleneck<F> {
@@ -184,41 +231,40 @@ impl<F: Scalar> Bottleneck<F> {
             conv3: super::conv(Conv2dConfig::new(width, cout, 1).bias(false), rng)?,
             bn3: bn(cout)?,
             shortcut: Shortcut::build(shortcut, plain, cin, cout, stride, rng)?,
-            relu1: Relu::new(),
-            relu2: Relu::new(),
-            relu_out: Relu::new(),
+            relu_out: ReluInPlace::default(),
         })
     }
 }
 
 impl<F: Scalar> Block<F> for Bottleneck<F> {
     fn forward(&mut self, x: ArrayView4<'_, F>, mode: Mode) -> Result<Array4<F>> {
-        let a = self.conv1.forward(x, mode)?;
-        let a = self.bn1.forward(a.view(), mode)?;
-        let a = self.relu1.forward(a.view(), mode);
-        let a = self.conv2.forward(a.view(), mode)?;
-        let a = self.bn2.forward(a.view(), mode)?;
-        let a = self.relu2.forward(a.view(), mode);
-        let a = self.conv3.forward(a.view(), mode)?;
-        let branch = self.bn3.forward(a.view(), mode)?;
-        let sum = add_shortcut(branch, self.shortcut.forward(x, mode)?);
-        Ok(self.relu_out.forward(sum.view(), mode))
+        let mut a = self.conv1.forward(x, mode)?;
+        self.bn1.forward_in_place(&mut a, mode, true)?; // relu(bn1(conv1(x)))
+        let mut b = self.conv2.forward(a.view(), mode)?;
+        scratch::recycle(a);
+        self.bn2.forward_in_place(&mut b, mode, true)?; // relu(bn2(conv2(·)))
+        let mut sum = self.conv3.forward(b.view(), mode)?;
+        scratch::recycle(b);
+        self.bn3.forward_in_place(&mut sum, mode, false)?; // the branch F(x)
+        self.shortcut.add_forward(x, &mut sum, mode)?; // F(x) + shortcut(x)
+        self.relu_out.forward(&mut sum, mode);
+        Ok(sum)
     }
 
     fn backward(&mut self, dy: ArrayView4<'_, F>) -> Result<Array4<F>> {
         let d_sum = self.relu_out.backward(dy)?;
         let d = self.bn3.backward(d_sum.view())?;
-        let d = self.conv3.backward(d.view())?;
-        let d = self.relu2.backward(d.view())?;
-        let d = self.bn2.backward(d.view())?;
-        let d = self.conv2.backward(d.view())?;
-        let d = self.relu1.backward(d.view())?;
-        let d = self.bn1.backward(d.view())?;
-        let d_branch = self.conv1.backward(d.view())?;
-        Ok(add_identity_path(
-            d_branch,
-            self.shortcut.backward(d_sum.view())?,
-        ))
+        let mut d_b = self.conv3.backward(d.view())?;
+        scratch::recycle(d);
+        self.bn2.backward_in_place(&mut d_b)?; // through relu2 and bn2
+        let mut d_a = self.conv2.backward(d_b.view())?;
+        scratch::recycle(d_b);
+        self.bn1.backward_in_place(&mut d_a)?; // through relu1 and bn1
+        let mut dx = self.conv1.backward(d_a.view())?; // dF(d_sum)
+        scratch::recycle(d_a);
+        self.shortcut.add_backward(d_sum.view(), &mut dx)?; // + shortcut′(d_sum)
+        scratch::recycle(d_sum);
+        Ok(dx)
     }
 }
 
@@ -251,8 +297,6 @@ pub struct PreActBlock<F: Scalar> {
     pub bn2: BatchNorm2d<F>,
     pub conv2: Conv2d<F>,
     pub shortcut: Shortcut<F>,
-    relu1: Relu<F>,
-    relu2: Relu<F>,
 }
 
 impl<F: Scalar> PreActBlock<F> {
@@ -277,8 +321,6 @@ impl<F: Scalar> PreActBlock<F> {
             bn2: bn(cout)?,
             conv2: super::conv(Conv2dConfig::new(cout, cout, 3).padding(1).bias(false), rng)?,
             shortcut: Shortcut::build(shortcut, plain, cin, cout, stride, rng)?,
-            relu1: Relu::new(),
-            relu2: Relu::new(),
         })
     }
 
@@ -290,36 +332,36 @@ impl<F: Scalar> PreActBlock<F> {
 
 impl<F: Scalar> Block<F> for PreActBlock<F> {
     fn forward(&mut self, x: ArrayView4<'_, F>, mode: Mode) -> Result<Array4<F>> {
-        let p = self.bn1.forward(x, mode)?;
-        let p = self.relu1.forward(p.view(), mode);
-        let a = self.conv1.forward(p.view(), mode)?;
-        let a = self.bn2.forward(a.view(), mode)?;
-        let a = self.relu2.forward(a.view(), mode);
-        let branch = self.conv2.forward(a.view(), mode)?;
+        let mut p = scratch::copy_of(x);
+        self.bn1.forward_in_place(&mut p, mode, true)?; // p = relu(bn1(x))
+        let mut a = self.conv1.forward(p.view(), mode)?;
+        self.bn2.forward_in_place(&mut a, mode, true)?; // relu(bn2(conv1(p)))
+        let mut sum = self.conv2.forward(a.view(), mode)?; // the branch
+        scratch::recycle(a);
         let source = if self.shortcut_reads_preactivation() {
             p.view()
         } else {
             x
         };
-        Ok(add_shortcut(branch, self.shortcut.forward(source, mode)?))
+        self.shortcut.add_forward(source, &mut sum, mode)?; // branch + shortcut
+        scratch::recycle(p);
+        Ok(sum)
     }
 
     fn backward(&mut self, dy: ArrayView4<'_, F>) -> Result<Array4<F>> {
-        let d = self.conv2.backward(dy)?;
-        let d = self.relu2.backward(d.view())?;
-        let d = self.bn2.backward(d.view())?;
+        let mut d = self.conv2.backward(dy)?;
+        self.bn2.backward_in_place(&mut d)?; // through relu2 and bn2
         let mut d_p = self.conv1.backward(d.view())?;
-        let d_short = self.shortcut.backward(dy)?;
+        scratch::recycle(d);
         if self.shortcut_reads_preactivation() {
             // The projection reads p: its gradient joins the branch's before BN1 and ReLU.
-            d_p = add_identity_path(d_p, d_short);
-            let d = self.relu1.backward(d_p.view())?;
-            self.bn1.backward(d.view())
+            self.shortcut.add_backward(dy, &mut d_p)?;
+            self.bn1.backward_in_place(&mut d_p)?; // through relu1 and bn1
         } else {
-            let d = self.relu1.backward(d_p.view())?;
-            let d_branch = self.bn1.backward(d.view())?;
-            Ok(add_identity_path(d_branch, d_short))
+            self.bn1.backward_in_place(&mut d_p)?; // through relu1 and bn1
+            self.shortcut.add_backward(dy, &mut d_p)?; // + shortcut′(dy)
         }
+        Ok(d_p)
     }
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::check_shape;
 use crate::layers::{
     BatchNorm2d, BatchNormConfig, Conv2dConfig, GlobalAvgPool, Linear, LinearConfig, MaxPool2d,
-    Relu,
+    scratch,
 };
 use crate::module::{BufferVisitor, ParamVisitor, visit_child_buffers, visit_child_params};
 use crate::{Error, Mode, Module, Result, Rng, Scalar};
@@ -245,13 +245,11 @@ pub struct ResNet<F: Scalar> {
     pub conv1: crate::layers::Conv2d<F>,
     /// Absent in pre-activation networks, whose first block normalises its own input.
     pub bn1: Option<BatchNorm2d<F>>,
-    relu1: Relu<F>,
     maxpool: Option<MaxPool2d>,
     /// `stages[s][b]` is torchvision's `layer{s+1}.{b}`.
     pub stages: Vec<Vec<Box<dyn Block<F>>>>,
     /// Pre-activation networks: the BN before the final ReLU and pooling.
     pub final_bn: Option<BatchNorm2d<F>>,
-    final_relu: Relu<F>,
     pool: GlobalAvgPool,
     pub fc: Linear<F>,
 }
@@ -337,11 +335,9 @@ impl<F: Scalar> ResNet<F> {
             config,
             conv1,
             bn1,
-            relu1: Relu::new(),
             maxpool,
             stages,
             final_bn,
-            final_relu: Relu::new(),
             pool: GlobalAvgPool::new(),
             fc,
         })
@@ -374,20 +370,21 @@ impl<F: Scalar> ResNet<F> {
         }
         let mut a = self.conv1.forward(x, mode)?;
         if let Some(bn) = &mut self.bn1 {
-            a = bn.forward(a.view(), mode)?;
-            a = self.relu1.forward(a.view(), mode);
+            bn.forward_in_place(&mut a, mode, true)?; // relu(bn1(conv1(x)))
         }
         if let Some(mp) = &mut self.maxpool {
-            a = mp.forward(a.view(), mode)?;
+            let pooled = mp.forward(a.view(), mode)?;
+            scratch::recycle(std::mem::replace(&mut a, pooled));
         }
         for block in self.stages.iter_mut().flatten() {
-            a = block.forward(a.view(), mode)?;
+            let next = block.forward(a.view(), mode)?;
+            scratch::recycle(std::mem::replace(&mut a, next));
         }
         if let Some(bn) = &mut self.final_bn {
-            a = bn.forward(a.view(), mode)?;
-            a = self.final_relu.forward(a.view(), mode);
+            bn.forward_in_place(&mut a, mode, true)?; // relu(final_bn(·))
         }
         let pooled = self.pool.forward(a.view(), mode)?;
+        scratch::recycle(a);
         self.fc.forward(pooled.view(), mode)
     }
 
@@ -403,22 +400,23 @@ impl<F: Scalar> ResNet<F> {
         let mut d = self.pool.backward(d.view())?;
         let mut norms = vec![frobenius(&d)];
         if let Some(bn) = &mut self.final_bn {
-            d = self.final_relu.backward(d.view())?;
-            d = bn.backward(d.view())?;
+            bn.backward_in_place(&mut d)?; // through final_relu and final_bn
         }
         for block in self.stages.iter_mut().flatten().rev() {
-            d = block.backward(d.view())?;
+            let next = block.backward(d.view())?;
+            scratch::recycle(std::mem::replace(&mut d, next));
             norms.push(frobenius(&d));
         }
         norms.reverse();
         if let Some(mp) = &mut self.maxpool {
-            d = mp.backward(d.view())?;
+            let next = mp.backward(d.view())?;
+            scratch::recycle(std::mem::replace(&mut d, next));
         }
         if let Some(bn) = &mut self.bn1 {
-            d = self.relu1.backward(d.view())?;
-            d = bn.backward(d.view())?;
+            bn.backward_in_place(&mut d)?; // through relu1 and bn1
         }
         let d_input = self.conv1.backward(d.view())?;
+        scratch::recycle(d);
         Ok(NetGrads {
             d_input,
             block_grad_norms: norms,
@@ -426,8 +424,22 @@ impl<F: Scalar> ResNet<F> {
     }
 }
 
+/// ‖a‖ (Frobenius), summed in f64 in eight interleaved partial sums (a vectorisable loop whose
+/// order depends only on the length).
 fn frobenius<F: Scalar>(a: &Array4<F>) -> f64 {
-    a.iter().map(|v| v.f64() * v.f64()).sum::<f64>().sqrt()
+    let a = a.as_standard_layout();
+    let values = a.as_slice().expect("standard layout");
+    let mut acc = [0.0f64; 8];
+    let mut chunks = values.chunks_exact(8);
+    for chunk in &mut chunks {
+        for i in 0..8 {
+            acc[i] += chunk[i].f64() * chunk[i].f64();
+        }
+    }
+    for (s, v) in acc.iter_mut().zip(chunks.remainder()) {
+        *s += v.f64() * v.f64();
+    }
+    acc.iter().sum::<f64>().sqrt()
 }
 
 impl<F: Scalar> Module<F> for ResNet<F> {

@@ -2,6 +2,8 @@
 
 use ndarray::{Array4, ArrayView4, s};
 
+use crate::error::check_shape;
+use crate::layers::scratch;
 use crate::layers::{BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig};
 use crate::module::{BufferVisitor, ParamVisitor, visit_child_buffers, visit_child_params};
 use crate::{Error, Mode, Module, Result, Rng, Scalar};
@@ -139,6 +141,109 @@ impl<F: Scalar> Shortcut<F> {
             Shortcut::None => Ok(None),
         }
     }
+}
+
+impl<F: Scalar> Shortcut<F> {
+    /// `sum += shortcut(x)` in place (nothing for a plain block): what [`Shortcut::forward`]
+    /// computes, without a separate output array. `sum` is the residual branch's output.
+    ///
+    /// # Errors
+    /// Those of the projection's layers; [`Error::Shape`] if `sum` does not have the shape of
+    /// `shortcut(x)`.
+    pub(crate) fn add_forward(
+        &mut self,
+        x: ArrayView4<'_, F>,
+        sum: &mut Array4<F>,
+        mode: Mode,
+    ) -> Result<()> {
+        match self {
+            Shortcut::Identity => add_checked(sum, x),
+            Shortcut::PadChannels {
+                stride,
+                before,
+                after,
+                input_shape,
+            } => {
+                *input_shape = None;
+                let sub = x.slice(s![.., .., ..;*stride, ..;*stride]);
+                let (n, c, h, w) = sub.dim();
+                check_sum_shape(sum.shape(), &[n, *before + c + *after, h, w])?;
+                let mut middle = sum.slice_mut(s![.., *before..*before + c, .., ..]);
+                middle += &sub;
+                *input_shape = mode.is_train().then(|| {
+                    let d = x.dim();
+                    [d.0, d.1, d.2, d.3]
+                });
+                Ok(())
+            }
+            Shortcut::Projection { conv, bn } => {
+                let mut a = conv.forward(x, mode)?;
+                bn.forward_in_place(&mut a, mode, false)?;
+                let added = add_checked(sum, a.view());
+                scratch::recycle(a);
+                added
+            }
+            Shortcut::None => Ok(()),
+        }
+    }
+
+    /// `dx += shortcut′(d_sum)` in place (nothing for a plain block): the shortcut's share of
+    /// ∂L/∂x, added to the residual branch's. `dx` has the shape of the block's input.
+    ///
+    /// # Errors
+    /// [`Error::NoForwardCache`] without a train-mode forward; [`Error::Shape`] if `dx` does not
+    /// have the shape of that forward's input.
+    pub(crate) fn add_backward(
+        &mut self,
+        d_sum: ArrayView4<'_, F>,
+        dx: &mut Array4<F>,
+    ) -> Result<()> {
+        match self {
+            Shortcut::Identity => add_checked(dx, d_sum),
+            Shortcut::PadChannels {
+                stride,
+                before,
+                after,
+                input_shape,
+            } => {
+                let shape = input_shape.take().ok_or(Error::NoForwardCache {
+                    op: "Shortcut::backward",
+                })?;
+                check_sum_shape(dx.shape(), &shape)?;
+                let c = d_sum.dim().1 - *before - *after;
+                let mut sub = dx.slice_mut(s![.., .., ..;*stride, ..;*stride]);
+                sub += &d_sum.slice(s![.., *before..*before + c, .., ..]);
+                Ok(())
+            }
+            Shortcut::Projection { conv, bn } => {
+                let da = bn.backward(d_sum)?;
+                let d = conv.backward(da.view())?;
+                scratch::recycle(da);
+                let added = add_checked(dx, d.view());
+                scratch::recycle(d);
+                added
+            }
+            Shortcut::None => Ok(()),
+        }
+    }
+}
+
+/// `acc += v` for arrays of the same shape (the branch's output or input gradient and the
+/// shortcut's).
+fn add_checked<F: Scalar>(acc: &mut Array4<F>, v: ArrayView4<'_, F>) -> Result<()> {
+    check_sum_shape(acc.shape(), v.shape())?;
+    *acc += &v;
+    Ok(())
+}
+
+/// The residual branch's array (`have`) must have the shape of the shortcut's (`want`).
+fn check_sum_shape(have: &[usize], want: &[usize]) -> Result<()> {
+    check_shape(
+        "Shortcut",
+        "residual branch (N, C, H, W), to add the shortcut to",
+        want,
+        have,
+    )
 }
 
 impl<F: Scalar> Module<F> for Shortcut<F> {
