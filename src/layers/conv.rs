@@ -699,6 +699,36 @@ impl Geom {
             .filter(|&ih| ih < self.h)
     }
 
+    /// With stride 1 and an output as wide as the input (`OW = W`: "same" padding, as in the 3×3
+    /// convolutions of a ResNet), the entries of a `cols` row that lie inside the input are the
+    /// input plane shifted by one constant offset: for kernel tap `(i, j)` this returns
+    /// `(a, b, src)`, the range `a..b` of the row from its first to its last entry inside the
+    /// input, and the plane position `src` of entry `a`. Inside `a..b` only the entries of the
+    /// columns `ow ∉ lo..hi` (the left and right padding) do not read the input. `None` when the
+    /// shape does not allow this; `Some((0, 0, 0))` when no entry of the row reads the input.
+    fn shifted_block(
+        &self,
+        i: usize,
+        j: usize,
+        lo: usize,
+        hi: usize,
+    ) -> Option<(usize, usize, usize)> {
+        if self.sh != 1 || self.sw != 1 || self.ow != self.w {
+            return None;
+        }
+        // Output rows oh with 0 ≤ oh + i·dh − ph < H.
+        let top = (i * self.dh) as isize - self.ph as isize; // input row of oh = 0
+        let oh_lo = (-top).clamp(0, self.oh as isize) as usize;
+        let oh_hi = (self.h as isize - top).clamp(oh_lo as isize, self.oh as isize) as usize;
+        if oh_lo == oh_hi || lo == hi {
+            return Some((0, 0, 0));
+        }
+        let (a, b) = (oh_lo * self.ow + lo, (oh_hi - 1) * self.ow + hi);
+        let left = (j * self.dw) as isize - self.pw as isize; // input column of ow = 0
+        let src = (oh_lo as isize + top) * self.w as isize + lo as isize + left;
+        Some((a, b, src as usize))
+    }
+
     /// `cols ← im2col(x_n)`: `x_n: (C, H, W)`, `cols: (C·kh·kw, OH·OW)`, every entry written.
     fn im2col<F: Scalar>(&self, spans: &[(usize, usize)], x_n: &[F], cols: &mut [F]) {
         let (l, ow) = (self.l(), self.ow);
@@ -708,6 +738,16 @@ impl Geom {
             for i in 0..self.kh {
                 for (j, &(lo, hi)) in spans.iter().enumerate() {
                     let row = rows.next().expect("C·kh·kw rows"); // (OH·OW)
+                    if let Some((a, b, src)) = self.shifted_block(i, j, lo, hi) {
+                        // One block copy, then zeros over the padding.
+                        row[..a].fill(F::zero());
+                        row[b..].fill(F::zero());
+                        row[a..b].copy_from_slice(&plane[src..src + (b - a)]);
+                        for out_row in row[a..b].chunks_mut(ow) {
+                            out_row[hi - lo..].fill(F::zero()); // ow ∈ hi..OW, then 0..lo
+                        }
+                        continue;
+                    }
                     for (oh, seg) in row.chunks_exact_mut(ow).enumerate() {
                         let Some(ih) = self.in_row(oh, i) else {
                             seg.fill(F::zero());
@@ -736,16 +776,27 @@ impl Geom {
     }
 
     /// `dx_n += col2im(dcols)`, the adjoint of [`Geom::im2col`]: `dcols: (C·kh·kw, OH·OW)`,
-    /// `dx_n: (C, H, W)`.
-    fn col2im<F: Scalar>(&self, spans: &[(usize, usize)], dcols: &[F], dx_n: &mut [F]) {
+    /// `dx_n: (C, H, W)`. The entries of `dcols` that belong to the padding are overwritten with
+    /// zeros on the way.
+    fn col2im<F: Scalar>(&self, spans: &[(usize, usize)], dcols: &mut [F], dx_n: &mut [F]) {
         let (l, ow) = (self.l(), self.ow);
-        let mut rows = dcols.chunks_exact(l);
+        let mut rows = dcols.chunks_exact_mut(l);
         for c in 0..self.c {
             let plane = &mut dx_n[c * self.h * self.w..(c + 1) * self.h * self.w]; // (H, W)
             for i in 0..self.kh {
                 for (j, &(lo, hi)) in spans.iter().enumerate() {
                     let row = rows.next().expect("C·kh·kw rows"); // (OH·OW)
                     if lo >= hi {
+                        continue;
+                    }
+                    if let Some((a, b, src)) = self.shifted_block(i, j, lo, hi) {
+                        // Zeros over the padding inside a..b, then one block addition.
+                        for out_row in row[a..b].chunks_mut(ow) {
+                            out_row[hi - lo..].fill(F::zero()); // ow ∈ hi..OW, then 0..lo
+                        }
+                        for (d, s) in plane[src..src + (b - a)].iter_mut().zip(&row[a..b]) {
+                            *d += *s;
+                        }
                         continue;
                     }
                     for (oh, seg) in row.chunks_exact(ow).enumerate() {
@@ -957,6 +1008,12 @@ mod tests {
             Conv2dConfig::new(1, 1, 2)
                 .kernel_size_hw((2, 4))
                 .padding_hw((0, 3)),
+            // Output as wide as the input: the block-copy path of im2col/col2im.
+            Conv2dConfig::new(2, 2, 3).dilation(2).padding(2),
+            Conv2dConfig::new(2, 1, 3)
+                .kernel_size_hw((3, 5))
+                .padding_hw((0, 2)),
+            Conv2dConfig::new(1, 1, 9).padding(4), // the outer taps miss the input entirely
         ];
         for cfg in cases {
             let (h, w) = (5, 4);
@@ -992,7 +1049,7 @@ mod tests {
             // ⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩ for c = e_r: col2im(e_r) puts a 1 where im2col read.
             let dc: Vec<f64> = (0..g.k() * g.l()).map(|v| ((v * 7) % 11) as f64).collect();
             let mut dx = vec![0.0; x.len()];
-            g.col2im(&spans, &dc, &mut dx);
+            g.col2im(&spans, &mut dc.clone(), &mut dx);
             let lhs: f64 = cols.iter().zip(&dc).map(|(a, b)| a * b).sum();
             let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
             assert_eq!(lhs, rhs, "{cfg:?}");
