@@ -254,10 +254,24 @@ impl<F: Scalar> BatchNorm2d<F> {
     /// [`Error::Shape`] if `x` does not have `C` channels; [`Error::Invalid`] in train mode if a
     /// channel has at most one value (`N·H·W ≤ 1`: its variance is undefined).
     pub fn forward(&mut self, x: ArrayView4<'_, F>, mode: Mode) -> Result<Array4<F>> {
+        self.forward_fused(x, mode, false)
+    }
+
+    /// [`BatchNorm2d::forward`], followed by a ReLU if `relu` (see
+    /// [`BatchNorm2d::forward_in_place`]).
+    pub(crate) fn forward_fused(
+        &mut self,
+        x: ArrayView4<'_, F>,
+        mode: Mode,
+        relu: bool,
+    ) -> Result<Array4<F>> {
         self.cache = None;
         self.check_input(x.shape(), mode)?;
-        let mut y = scratch::copy_of(x); // (N, C, H, W)
-        self.forward_in_place(&mut y, mode, false)?;
+        let x = x.as_standard_layout(); // (N, C, H, W)
+        // Stale values from the pool: the pass below writes every element.
+        let mut y = Array4::from_shape_vec(x.raw_dim(), scratch::take(x.len())).expect("len");
+        let ys = y.as_slice_mut().expect("standard layout"); // (N, C, H, W)
+        self.forward_into(x.as_slice(), ys, x.dim(), mode, relu);
         Ok(y)
     }
 
@@ -304,11 +318,27 @@ impl<F: Scalar> BatchNorm2d<F> {
         if !x.is_standard_layout() {
             *x = x.as_standard_layout().into_owned();
         }
-        let (bn, c, h, w) = x.dim();
-        let (nf, eps) = ((bn * h * w) as f64, self.eps);
-        let parallel = x.len() >= PARALLEL_MIN_LEN;
-        let affine: Vec<(f64, f64)> = (0..c).map(|k| (self.gamma(k), self.beta(k))).collect();
+        let dim = x.dim();
         let xs = x.as_slice_mut().expect("standard layout"); // (N, C, H, W)
+        self.forward_into(None, xs, dim, mode, relu);
+        Ok(())
+    }
+
+    /// The forward pass on checked standard-layout buffers of shape `(N, C, H, W)`: `y ← bn(x)`
+    /// (then ReLU if `relu`), or in place `y ← bn(y)` when `x` is `None`.
+    fn forward_into(
+        &mut self,
+        x: Option<&[F]>,
+        y: &mut [F],
+        (bn, c, h, w): (usize, usize, usize, usize),
+        mode: Mode,
+        relu: bool,
+    ) {
+        let (nf, eps, hw) = ((bn * h * w) as f64, self.eps, h * w);
+        let parallel = y.len() >= PARALLEL_MIN_LEN;
+        let affine: Vec<(f64, f64)> = (0..c).map(|k| (self.gamma(k), self.beta(k))).collect();
+        let x_planes = x.map(|x| channel_planes(x, c, hw));
+        let x_planes = |k: usize| x_planes.as_ref().map(|p| &p[k]);
 
         if !mode.is_train() {
             self.spare = Vec::new();
@@ -318,47 +348,55 @@ impl<F: Scalar> BatchNorm2d<F> {
                     (self.running_mean[k].f64(), s)
                 })
                 .collect();
-            per_channel(channel_planes(xs, c, h * w), parallel, |k, planes| {
+            per_channel(channel_planes(y, c, hw), parallel, |k, y_planes| {
                 let (mean, s) = stats[k];
                 let (g, b) = affine[k];
-                for plane in planes {
+                for_planes(x_planes(k), y_planes, |x, y| {
                     if relu {
-                        eval_plane::<F, true>(plane, mean, s, g, b);
+                        eval_plane::<F, true>(x, y, mean, s, g, b);
                     } else {
-                        eval_plane::<F, false>(plane, mean, s, g, b);
+                        eval_plane::<F, false>(x, y, mean, s, g, b);
                     }
-                }
+                });
             });
-            return Ok(());
+            return;
         }
 
         let mut x_hat = std::mem::take(&mut self.spare); // (N, C, H, W)
-        x_hat.resize(xs.len(), F::zero());
-        let items: Vec<_> = channel_planes(xs, c, h * w)
+        x_hat.resize(y.len(), F::zero());
+        let items: Vec<_> = channel_planes(y, c, hw)
             .into_iter()
-            .zip(channel_planes(&mut x_hat[..], c, h * w))
+            .zip(channel_planes(&mut x_hat[..], c, hw))
             .collect();
-        // Per channel: (μ, Σ(x − μ)², s), writing x̂ and y = γ·x̂ + β over x.
-        let stats = per_channel(items, parallel, |k, (planes, xh_planes)| {
-            let mut acc = Lanes::default();
-            for plane in &planes {
-                acc.add(plane, |v| v);
-            }
-            let mean = acc.total() / nf;
-            let mut acc = Lanes::default();
-            for plane in &planes {
-                acc.add(plane, |v| (v - mean) * (v - mean));
-            }
-            let sq = acc.total();
+        // Per channel: (μ, Σ(x − μ)², s), writing x̂ and y = γ·x̂ + β.
+        let stats = per_channel(items, parallel, |k, (y_planes, xh_planes)| {
+            let (mean, sq) = {
+                let inputs: Vec<&[F]> = match x_planes(k) {
+                    Some(x) => x.clone(),
+                    None => y_planes.iter().map(|p| &**p).collect(),
+                };
+                let mut acc = Lanes::default();
+                for plane in &inputs {
+                    acc.add(plane, |v| v);
+                }
+                let mean = acc.total() / nf;
+                let mut acc = Lanes::default();
+                for plane in &inputs {
+                    acc.add(plane, |v| (v - mean) * (v - mean));
+                }
+                (mean, acc.total())
+            };
             let s = 1.0 / (sq / nf + eps).sqrt();
             let (g, b) = affine[k];
-            for (plane, xh_plane) in planes.into_iter().zip(xh_planes) {
+            let mut xh_planes = xh_planes.into_iter();
+            for_planes(x_planes(k), y_planes, |x, y| {
+                let xh = xh_planes.next().expect("one x̂ plane per plane");
                 if relu {
-                    train_plane::<F, true>(plane, xh_plane, mean, s, g, b);
+                    train_plane::<F, true>(x, xh, y, mean, s, g, b);
                 } else {
-                    train_plane::<F, false>(plane, xh_plane, mean, s, g, b);
+                    train_plane::<F, false>(x, xh, y, mean, s, g, b);
                 }
-            }
+            });
             (mean, sq, s)
         });
 
@@ -376,7 +414,6 @@ impl<F: Scalar> BatchNorm2d<F> {
             inv_std: stats.iter().map(|s| s.2).collect(),
             relu: relu.then_some(affine),
         });
-        Ok(())
     }
 
     /// [`BatchNorm2d::forward`] for an input of unchecked rank, e.g. one read from a file.
@@ -410,8 +447,10 @@ impl<F: Scalar> BatchNorm2d<F> {
     /// does not have the shape of that forward's input.
     pub fn backward(&mut self, dy: ArrayView4<'_, F>) -> Result<Array4<F>> {
         self.check_grad(dy.shape())?;
-        let mut dx = scratch::copy_of(dy); // (N, C, H, W)
-        self.backward_in_place(&mut dx)?;
+        let dy = dy.as_standard_layout(); // (N, C, H, W)
+        // Stale values from the pool: the pass below writes every element.
+        let mut dx = Array4::from_shape_vec(dy.raw_dim(), scratch::take(dy.len())).expect("len");
+        self.backward_into(dy.as_slice(), dx.as_slice_mut().expect("standard layout"));
         Ok(dx)
     }
 
@@ -444,38 +483,54 @@ impl<F: Scalar> BatchNorm2d<F> {
         if !d.is_standard_layout() {
             *d = d.as_standard_layout().into_owned();
         }
-        let cache = self.cache.take().expect("checked above");
+        self.backward_into(None, d.as_slice_mut().expect("standard layout"));
+        Ok(())
+    }
+
+    /// The backward pass on checked standard-layout buffers of the cached shape:
+    /// `dx ← bn′(dy)`, or in place `dx ← bn′(dx)` when `dy` is `None`.
+    fn backward_into(&mut self, dy: Option<&[F]>, dx: &mut [F]) {
+        let cache = self.cache.take().expect("checked by the caller");
         let [bn, c, h, w] = cache.shape;
-        let nf = (bn * h * w) as f64;
-        let parallel = d.len() >= PARALLEL_MIN_LEN;
+        let (nf, hw) = ((bn * h * w) as f64, h * w);
+        let parallel = dx.len() >= PARALLEL_MIN_LEN;
         let gammas: Vec<f64> = (0..c).map(|k| self.gamma(k)).collect();
-        let ds = d.as_slice_mut().expect("standard layout"); // (N, C, H, W)
-        let items: Vec<_> = channel_planes(ds, c, h * w)
+        let dy_planes = dy.map(|dy| channel_planes(dy, c, hw));
+        let dy_planes = |k: usize| dy_planes.as_ref().map(|p| &p[k]);
+        let items: Vec<_> = channel_planes(dx, c, hw)
             .into_iter()
-            .zip(channel_planes(&cache.x_hat[..], c, h * w))
+            .zip(channel_planes(&cache.x_hat[..], c, hw))
             .collect();
         let relu = cache.relu.as_deref();
-        // Per channel: (Σ dy, Σ dy·x̂), writing dx over dy.
-        let sums = per_channel(items, parallel, |k, (planes, xh_planes)| {
+        // Per channel: (Σ dy, Σ dy·x̂), writing dx.
+        let sums = per_channel(items, parallel, |k, (dx_planes, xh_planes)| {
             let (g, b) = relu.map_or((1.0, 0.0), |affine| affine[k]);
             let (mut acc_dy, mut acc_dyxh) = (Lanes::default(), Lanes::default());
-            for (plane, xh_plane) in planes.iter().zip(&xh_planes) {
-                if relu.is_some() {
-                    grad_sums::<F, true>(&mut acc_dy, &mut acc_dyxh, plane, xh_plane, g, b);
-                } else {
-                    grad_sums::<F, false>(&mut acc_dy, &mut acc_dyxh, plane, xh_plane, g, b);
+            {
+                let inputs: Vec<&[F]> = match dy_planes(k) {
+                    Some(dy) => dy.clone(),
+                    None => dx_planes.iter().map(|p| &**p).collect(),
+                };
+                for (dy, xh) in inputs.iter().zip(&xh_planes) {
+                    if relu.is_some() {
+                        grad_sums::<F, true>(&mut acc_dy, &mut acc_dyxh, dy, xh, g, b);
+                    } else {
+                        grad_sums::<F, false>(&mut acc_dy, &mut acc_dyxh, dy, xh, g, b);
+                    }
                 }
             }
             let (s_dy, s_dyxh) = (acc_dy.total(), acc_dyxh.total());
             let scale = gammas[k] * cache.inv_std[k] / nf;
             let coef = (scale * nf, scale * s_dy, scale * s_dyxh);
-            for (plane, xh_plane) in planes.into_iter().zip(xh_planes) {
+            let mut xh_planes = xh_planes.into_iter();
+            for_planes(dy_planes(k), dx_planes, |dy, dx| {
+                let xh = xh_planes.next().expect("one x̂ plane per plane");
                 if relu.is_some() {
-                    grad_plane::<F, true>(plane, xh_plane, coef, g, b);
+                    grad_plane::<F, true>(dy, xh, dx, coef, g, b);
                 } else {
-                    grad_plane::<F, false>(plane, xh_plane, coef, g, b);
+                    grad_plane::<F, false>(dy, xh, dx, coef, g, b);
                 }
-            }
+            });
             (s_dy, s_dyxh)
         });
         if let Some(wt) = &mut self.weight {
@@ -489,7 +544,26 @@ impl<F: Scalar> BatchNorm2d<F> {
             }
         }
         self.spare = cache.x_hat;
-        Ok(())
+    }
+}
+
+/// `f(input, output)` for the planes of one channel, in order: the input planes are `inputs`,
+/// or (in place, `None`) a copy of each output plane made just before `f` overwrites it.
+fn for_planes<F: Scalar>(
+    inputs: Option<&Vec<&[F]>>,
+    outputs: Vec<&mut [F]>,
+    mut f: impl FnMut(&[F], &mut [F]),
+) {
+    let mut copy = Vec::new();
+    for (p, out) in outputs.into_iter().enumerate() {
+        match inputs {
+            Some(inputs) => f(inputs[p], out),
+            None => {
+                copy.clear();
+                copy.extend_from_slice(out);
+                f(&copy, out);
+            }
+        }
     }
 }
 
@@ -504,26 +578,34 @@ fn affine<F: Scalar, const RELU: bool>(xh: F, g: f64, b: f64) -> F {
     if RELU { ops::relu(y) } else { y }
 }
 
-/// Train mode, one plane: `x̂ ← (x − μ)·s`, `x ← γ·x̂ + β` (then ReLU if `RELU`).
+/// Train mode, one plane: `x̂ ← (x − μ)·s`, `y ← γ·x̂ + β` (then ReLU if `RELU`).
 fn train_plane<F: Scalar, const RELU: bool>(
-    x: &mut [F],
+    x: &[F],
     x_hat: &mut [F],
+    y: &mut [F],
     mean: f64,
     s: f64,
     g: f64,
     b: f64,
 ) {
-    for (v, xh) in x.iter_mut().zip(x_hat.iter_mut()) {
+    for ((&v, xh), y) in x.iter().zip(x_hat.iter_mut()).zip(y.iter_mut()) {
         *xh = F::of((v.f64() - mean) * s);
-        *v = affine::<F, RELU>(*xh, g, b);
+        *y = affine::<F, RELU>(*xh, g, b);
     }
 }
 
-/// Eval mode, one plane: `x ← γ·(x − mean)·s + β` (then ReLU if `RELU`), running statistics.
-fn eval_plane<F: Scalar, const RELU: bool>(x: &mut [F], mean: f64, s: f64, g: f64, b: f64) {
-    for v in x.iter_mut() {
-        let y = F::of((v.f64() - mean) * s * g + b);
-        *v = if RELU { ops::relu(y) } else { y };
+/// Eval mode, one plane: `y ← γ·(x − mean)·s + β` (then ReLU if `RELU`), running statistics.
+fn eval_plane<F: Scalar, const RELU: bool>(
+    x: &[F],
+    y: &mut [F],
+    mean: f64,
+    s: f64,
+    g: f64,
+    b: f64,
+) {
+    for (&v, y) in x.iter().zip(y.iter_mut()) {
+        let t = F::of((v.f64() - mean) * s * g + b);
+        *y = if RELU { ops::relu(t) } else { t };
     }
 }
 
@@ -563,18 +645,19 @@ fn grad_sums<F: Scalar, const RELU: bool>(
     (acc_dy.0, acc_dyxh.0) = (s1, s2);
 }
 
-/// One plane of `∂L/∂x = (γ·s/n)·(n·dy − Σ dy − x̂·Σ(dy·x̂))` over `dy` in place, with
+/// One plane of `∂L/∂x = (γ·s/n)·(n·dy − Σ dy − x̂·Σ(dy·x̂))` into `dx`, with
 /// `coef = (γ·s, γ·s·Σ dy / n, γ·s·Σ(dy·x̂) / n)`.
 fn grad_plane<F: Scalar, const RELU: bool>(
-    dy: &mut [F],
+    dy: &[F],
     x_hat: &[F],
+    dx: &mut [F],
     coef: (f64, f64, f64),
     g: f64,
     b: f64,
 ) {
     let (a, c0, c1) = coef;
-    for (d, &xh) in dy.iter_mut().zip(x_hat) {
-        *d = F::of(a * gate::<F, RELU>(*d, xh, g, b) - c0 - xh.f64() * c1);
+    for ((&d, &xh), dx) in dy.iter().zip(x_hat).zip(dx.iter_mut()) {
+        *dx = F::of(a * gate::<F, RELU>(d, xh, g, b) - c0 - xh.f64() * c1);
     }
 }
 
@@ -684,5 +767,64 @@ impl<F: Scalar> Module<F> for BatchNorm2d<F> {
             "num_batches_tracked",
             BufferMut::Count(&mut self.num_batches_tracked),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Rng, init};
+
+    /// The crate-internal in-place passes are the public ones bit for bit, and the fused ReLU is
+    /// `relu(bn(x))` forward and `bn′(dy ⊙ [y > 0])` backward, also bit for bit.
+    #[test]
+    fn in_place_and_fused_relu_passes_equal_the_public_ones() {
+        let mut rng = Rng::seed(3);
+        let x: Array4<f32> = init::normal((3, 2, 4, 5), 0.5, 1.0, &mut rng);
+        let dy: Array4<f32> = init::normal((3, 2, 4, 5), 0.0, 1.0, &mut rng);
+        let mut layer = BatchNorm2d::<f32>::new(BatchNormConfig::new(2)).unwrap();
+        layer.weight.as_mut().unwrap().value = Array1::from(vec![1.5, -0.7]);
+        layer.bias.as_mut().unwrap().value = Array1::from(vec![0.2, 0.1]);
+        let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for mode in [Mode::Train, Mode::Eval] {
+            let mut public = layer.clone();
+            let y = public.forward(x.view(), mode).unwrap();
+            let y_relu = y.mapv(ops::relu);
+            let mut in_place = layer.clone();
+            let mut y2 = x.clone();
+            in_place.forward_in_place(&mut y2, mode, false).unwrap();
+            assert_eq!(bits(&y), bits(&y2), "{mode:?}");
+            let mut fused = layer.clone();
+            let mut y3 = x.clone();
+            fused.forward_in_place(&mut y3, mode, true).unwrap();
+            assert_eq!(bits(&y_relu), bits(&y3), "{mode:?}");
+            assert!(y3.iter().any(|&v| v == 0.0) && y3.iter().any(|&v| v > 0.0));
+            let y4 = layer.clone().forward_fused(x.view(), mode, true).unwrap();
+            assert_eq!(bits(&y_relu), bits(&y4), "{mode:?}");
+            if !mode.is_train() {
+                continue;
+            }
+            let dx = public.backward(dy.view()).unwrap();
+            let mut dx2 = dy.clone();
+            in_place.backward_in_place(&mut dx2).unwrap();
+            assert_eq!(bits(&dx), bits(&dx2));
+            // Fused: the gradient through the ReLU first, then the unfused backward pass.
+            let mut unfused = layer.clone();
+            unfused.forward(x.view(), mode).unwrap();
+            let gated = &dy * &y.mapv(ops::relu_grad_from_output);
+            let want = unfused.backward(gated.view()).unwrap();
+            let mut dx3 = dy.clone();
+            fused.backward_in_place(&mut dx3).unwrap();
+            assert_eq!(bits(&want), bits(&dx3));
+            let (gw, gb) = (
+                &fused.weight.as_ref().unwrap().grad,
+                &unfused.weight.as_ref().unwrap().grad,
+            );
+            assert_eq!(gw, gb);
+            assert_eq!(
+                fused.bias.as_ref().unwrap().grad,
+                unfused.bias.as_ref().unwrap().grad
+            );
+        }
     }
 }

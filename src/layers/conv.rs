@@ -476,7 +476,8 @@ impl<F: Scalar> Conv2d<F> {
         let dys = dy.as_slice().expect("standard layout");
         let w = self.weight.value.as_standard_layout(); // (C_out, C_in/G, kh, kw)
         let ws = w.as_slice().expect("standard layout");
-        let dx_buf = scratch::take_zeroed(g.n * g.c * g.h * g.w);
+        // Stale values from the pool: `input_grad_image` writes every element.
+        let dx_buf = scratch::take(g.n * g.c * g.h * g.w);
         let mut dx = Array4::from_shape_vec((g.n, g.c, g.h, g.w), dx_buf).expect("len matches"); // (N, C_in, H, W)
         if g.n == 0 {
             return Ok(dx);
@@ -860,7 +861,7 @@ impl Geom {
     }
 
     /// `dx_n = col2im(Wᵀ · dy_n)` for one image (per group `dcols_g = W_gᵀ · dy_g`);
-    /// `dy_n: (OC, L)`, `dx_n: (C, H, W)` (zero on entry), `dcols: (C·kh·kw, L)` scratch.
+    /// `dy_n: (OC, L)`, `dx_n: (C, H, W)` (every entry written), `dcols: (C·kh·kw, L)` scratch.
     fn input_grad_image<F: Scalar>(
         &self,
         spans: &[(usize, usize)],
@@ -884,6 +885,7 @@ impl Geom {
             }
         }
         if !pointwise {
+            dx_n.fill(F::zero());
             self.col2im(spans, dcols, dx_n);
         }
     }

@@ -9,13 +9,13 @@
 //! Instead, each thread keeps a small pool of released buffers: [`take`] returns the best-fitting
 //! pooled buffer (or a new one), [`give`] and [`recycle`] put a buffer that is no longer needed
 //! back, and [`Scratch`] does both around a scope. A buffer from the pool holds stale values of
-//! its last use: every caller writes each element before reading it (or asks for
-//! [`take_zeroed`]). Nothing here is shared between threads, and pooling changes no result.
+//! its last use: every caller writes each element before reading it. Nothing here is shared
+//! between threads, and pooling changes no result.
 
 use std::any::Any;
 use std::cell::RefCell;
 
-use ndarray::{Array, Array4, ArrayView4, Dimension};
+use ndarray::{Array, Dimension};
 
 use crate::Scalar;
 
@@ -49,13 +49,6 @@ pub(crate) fn take<F: Scalar>(len: usize) -> Vec<F> {
     buf
 }
 
-/// A buffer of `len` zeros (a pooled one, filled).
-pub(crate) fn take_zeroed<F: Scalar>(len: usize) -> Vec<F> {
-    let mut buf = take(len);
-    buf.fill(F::zero());
-    buf
-}
-
 /// Puts `buf` back into this thread's pool for a later [`take`].
 pub(crate) fn give<F: Scalar>(buf: Vec<F>) {
     if buf.capacity() == 0 {
@@ -77,13 +70,6 @@ pub(crate) fn give<F: Scalar>(buf: Vec<F>) {
 /// Puts the storage of an array that is no longer needed back into this thread's pool.
 pub(crate) fn recycle<F: Scalar, D: Dimension>(a: Array<F, D>) {
     give(a.into_raw_vec_and_offset().0);
-}
-
-/// A standard-layout copy of `x` in a buffer from this thread's pool.
-pub(crate) fn copy_of<F: Scalar>(x: ArrayView4<'_, F>) -> Array4<F> {
-    let mut y = Array4::from_shape_vec(x.raw_dim(), take(x.len())).expect("len matches");
-    y.assign(&x);
-    y
 }
 
 /// The capacity of a pooled `Vec<f32>` or `Vec<f64>` in bytes.
@@ -150,8 +136,6 @@ mod tests {
         assert_eq!(reused.as_ptr(), big_ptr);
         assert_eq!(reused.len(), 500);
         assert!(reused.iter().all(|&v| v == 7.0), "stale values, not zeros");
-        give(reused);
-        assert_eq!(take_zeroed::<f32>(20), vec![0.0; 20]);
     }
 
     #[test]

@@ -332,8 +332,7 @@ impl<F: Scalar> PreActBlock<F> {
 
 impl<F: Scalar> Block<F> for PreActBlock<F> {
     fn forward(&mut self, x: ArrayView4<'_, F>, mode: Mode) -> Result<Array4<F>> {
-        let mut p = scratch::copy_of(x);
-        self.bn1.forward_in_place(&mut p, mode, true)?; // p = relu(bn1(x))
+        let p = self.bn1.forward_fused(x, mode, true)?; // p = relu(bn1(x))
         let mut a = self.conv1.forward(p.view(), mode)?;
         self.bn2.forward_in_place(&mut a, mode, true)?; // relu(bn2(conv1(p)))
         let mut sum = self.conv2.forward(a.view(), mode)?; // the branch
