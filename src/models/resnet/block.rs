@@ -11,6 +11,7 @@
 //! [`crate::layers::scratch`] for the next layer.
 
 use ndarray::{Array4, ArrayView4};
+use rayon::prelude::*;
 
 use crate::error::{Error, fmt_shape};
 use crate::layers::scratch;
@@ -18,6 +19,7 @@ use crate::layers::{BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig};
 use crate::module::{BufferVisitor, ParamVisitor, visit_child_buffers, visit_child_params};
 use crate::{Mode, Module, Result, Rng, Scalar, ops};
 
+use super::ELEMENTWISE_CHUNK;
 use super::shortcut::{Shortcut, ShortcutKind};
 
 /// A residual unit as the network drives it: `(N, C_in, H, W) → (N, C_out, H/s, W/s)`.
@@ -75,10 +77,15 @@ impl ReluInPlace {
             *x = x.as_standard_layout().into_owned();
         }
         let values = x.as_slice_mut().expect("standard layout");
-        for (v, m) in values.iter_mut().zip(mask.iter_mut()) {
-            *m = *v > F::zero();
-            *v = ops::relu(*v);
-        }
+        values
+            .par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(mask.par_chunks_mut(ELEMENTWISE_CHUNK))
+            .for_each(|(values, mask)| {
+                for (v, m) in values.iter_mut().zip(mask) {
+                    *m = *v > F::zero();
+                    *v = ops::relu(*v);
+                }
+            });
         let (n, c, h, w) = x.dim();
         self.mask = Some(([n, c, h, w], mask));
     }
@@ -99,9 +106,14 @@ impl ReluInPlace {
         let dy = dy.as_standard_layout();
         let mut dx = scratch::take(dy.len());
         let dys = dy.as_slice().expect("standard layout");
-        for ((d, &g), &m) in dx.iter_mut().zip(dys).zip(&mask) {
-            *d = g * if m { F::one() } else { F::zero() };
-        }
+        dx.par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(dys.par_chunks(ELEMENTWISE_CHUNK))
+            .zip(mask.par_chunks(ELEMENTWISE_CHUNK))
+            .for_each(|((dx, dy), mask)| {
+                for ((d, &g), &m) in dx.iter_mut().zip(dy).zip(mask) {
+                    *d = g * if m { F::one() } else { F::zero() };
+                }
+            });
         let dx = Array4::from_shape_vec(dy.raw_dim(), dx).expect("len matches");
         self.spare = mask;
         Ok(dx)

@@ -23,6 +23,10 @@ pub use shortcut::{Shortcut, ShortcutKind};
 use crate::layers::{Conv2d, Conv2dConfig};
 use crate::{Result, Rng, Scalar, init};
 
+/// Elements per rayon task in the elementwise passes of the blocks (the ReLU after the sum, the
+/// identity shortcut). Elementwise results do not depend on how the work is split.
+const ELEMENTWISE_CHUNK: usize = 1 << 14;
+
 /// A convolution initialised as torchvision's ResNets do: Kaiming normal with fan-out,
 /// N(0, 2 / (C_out · kh · kw)).
 fn conv<F: Scalar>(cfg: Conv2dConfig, rng: &mut Rng) -> Result<Conv2d<F>> {

@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::check_shape;
@@ -424,22 +425,29 @@ impl<F: Scalar> ResNet<F> {
     }
 }
 
-/// ‖a‖ (Frobenius), summed in f64 in eight interleaved partial sums (a vectorisable loop whose
-/// order depends only on the length).
+/// ‖a‖ (Frobenius), summed in f64: in chunks of fixed size (in parallel), each in eight
+/// interleaved partial sums (a vectorisable loop), the chunk sums added in order, so the result
+/// does not depend on the number of threads.
 fn frobenius<F: Scalar>(a: &Array4<F>) -> f64 {
     let a = a.as_standard_layout();
     let values = a.as_slice().expect("standard layout");
-    let mut acc = [0.0f64; 8];
-    let mut chunks = values.chunks_exact(8);
-    for chunk in &mut chunks {
-        for i in 0..8 {
-            acc[i] += chunk[i].f64() * chunk[i].f64();
-        }
-    }
-    for (s, v) in acc.iter_mut().zip(chunks.remainder()) {
-        *s += v.f64() * v.f64();
-    }
-    acc.iter().sum::<f64>().sqrt()
+    let chunk_sums: Vec<f64> = values
+        .par_chunks(super::ELEMENTWISE_CHUNK)
+        .map(|chunk| {
+            let mut acc = [0.0f64; 8];
+            let mut octets = chunk.chunks_exact(8);
+            for octet in &mut octets {
+                for i in 0..8 {
+                    acc[i] += octet[i].f64() * octet[i].f64();
+                }
+            }
+            for (s, v) in acc.iter_mut().zip(octets.remainder()) {
+                *s += v.f64() * v.f64();
+            }
+            acc.iter().sum::<f64>()
+        })
+        .collect();
+    chunk_sums.iter().sum::<f64>().sqrt()
 }
 
 impl<F: Scalar> Module<F> for ResNet<F> {
@@ -470,6 +478,61 @@ impl<F: Scalar> Module<F> for ResNet<F> {
         }
         if let Some(bn) = &mut self.final_bn {
             visit_child_buffers("final_bn", bn, f);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init;
+    use crate::module::Module;
+
+    /// Everything a training step computes, as bits: logits, ∂L/∂input, the block gradient
+    /// norms, every parameter gradient and every buffer.
+    fn step_bits(threads: usize, config: &ResNetConfig) -> Vec<u64> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut rng = Rng::seed(11);
+            let mut net = ResNet::<f32>::new(config.clone(), &mut rng).unwrap();
+            // 8 × 16 × 16 × 16 values per stage-1 activation: above the parallel thresholds.
+            let x: Array4<f32> = init::normal((8, 3, 16, 16), 0.0, 1.0, &mut rng);
+            let d_logits: Array2<f32> = init::normal((8, 10), 0.0, 1.0, &mut rng);
+            let mut bits = Vec::new();
+            for _ in 0..2 {
+                let logits = net.forward(x.view(), Mode::Train).unwrap();
+                let grads = net.backward(d_logits.view()).unwrap();
+                bits.extend(logits.iter().map(|v| u64::from(v.to_bits())));
+                bits.extend(grads.d_input.iter().map(|v| u64::from(v.to_bits())));
+                bits.extend(grads.block_grad_norms.iter().map(|v| v.to_bits()));
+            }
+            net.visit_params(&mut |_, p| {
+                bits.extend(p.grad.iter().map(|v| u64::from(v.to_bits())))
+            });
+            net.visit_buffers(&mut |_, b| {
+                if let crate::module::BufferMut::Values(v) = b {
+                    bits.extend(v.iter().map(|v| u64::from(v.to_bits())));
+                }
+            });
+            bits
+        })
+    }
+
+    #[test]
+    fn a_training_step_is_bitwise_the_same_for_1_2_and_3_threads() {
+        for name in ["resnet8", "preact-resnet8-b"] {
+            let config: ResNetConfig = name.parse().unwrap();
+            let one = step_bits(1, &config);
+            assert!(one.len() > 10_000, "{name}: {} values", one.len());
+            for threads in [2, 3] {
+                assert!(
+                    one == step_bits(threads, &config),
+                    "{name}: {threads} threads"
+                );
+            }
         }
     }
 }

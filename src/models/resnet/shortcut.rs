@@ -1,6 +1,9 @@
 //! The path by which a residual block's input reaches its output beside the residual branch.
 
 use ndarray::{Array4, ArrayView4, s};
+use rayon::prelude::*;
+
+use super::ELEMENTWISE_CHUNK;
 
 use crate::error::check_shape;
 use crate::layers::scratch;
@@ -232,7 +235,19 @@ impl<F: Scalar> Shortcut<F> {
 /// shortcut's).
 fn add_checked<F: Scalar>(acc: &mut Array4<F>, v: ArrayView4<'_, F>) -> Result<()> {
     check_sum_shape(acc.shape(), v.shape())?;
-    *acc += &v;
+    if !(acc.is_standard_layout() && v.is_standard_layout()) {
+        *acc += &v;
+        return Ok(());
+    }
+    let (acc, v) = (acc.as_slice_mut(), v.as_slice());
+    let (acc, v) = (acc.expect("standard layout"), v.expect("standard layout"));
+    acc.par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(v.par_chunks(ELEMENTWISE_CHUNK))
+        .for_each(|(acc, v)| {
+            for (a, &b) in acc.iter_mut().zip(v) {
+                *a += b;
+            }
+        });
     Ok(())
 }
 
