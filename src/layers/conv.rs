@@ -744,30 +744,26 @@ impl Geom {
                         row[..a].fill(F::zero());
                         row[b..].fill(F::zero());
                         row[a..b].copy_from_slice(&plane[src..src + (b - a)]);
-                        for out_row in row[a..b].chunks_mut(ow) {
-                            out_row[hi - lo..].fill(F::zero()); // ow ∈ hi..OW, then 0..lo
-                        }
+                        zero_gaps(&mut row[a..b], ow, hi - lo);
+                        continue;
+                    }
+                    // Zeros everywhere (one fill per row, not a few values per output row),
+                    // then the entries inside the input, output row by output row.
+                    row.fill(F::zero());
+                    if lo == hi {
                         continue;
                     }
                     for (oh, seg) in row.chunks_exact_mut(ow).enumerate() {
                         let Some(ih) = self.in_row(oh, i) else {
-                            seg.fill(F::zero());
                             continue;
                         };
-                        let src = &plane[ih * self.w..(ih + 1) * self.w]; // (W)
-                        seg[..lo].fill(F::zero());
-                        seg[hi..].fill(F::zero());
-                        if lo < hi {
-                            let start = lo * self.sw + j * self.dw - self.pw;
-                            if self.sw == 1 {
-                                seg[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
-                            } else {
-                                for (d, s) in seg[lo..hi]
-                                    .iter_mut()
-                                    .zip(src[start..].iter().step_by(self.sw))
-                                {
-                                    *d = *s;
-                                }
+                        let start = ih * self.w + lo * self.sw + j * self.dw - self.pw;
+                        let src = &plane[start..]; // from input column lo·sw + j·dw − pw
+                        if self.sw == 1 {
+                            copy(&mut seg[lo..hi], src);
+                        } else {
+                            for (t, d) in seg[lo..hi].iter_mut().enumerate() {
+                                *d = src[t * self.sw];
                             }
                         }
                     }
@@ -792,9 +788,7 @@ impl Geom {
                     }
                     if let Some((a, b, src)) = self.shifted_block(i, j, lo, hi) {
                         // Zeros over the padding inside a..b, then one block addition.
-                        for out_row in row[a..b].chunks_mut(ow) {
-                            out_row[hi - lo..].fill(F::zero()); // ow ∈ hi..OW, then 0..lo
-                        }
+                        zero_gaps(&mut row[a..b], ow, hi - lo);
                         for (d, s) in plane[src..src + (b - a)].iter_mut().zip(&row[a..b]) {
                             *d += *s;
                         }
@@ -804,17 +798,15 @@ impl Geom {
                         let Some(ih) = self.in_row(oh, i) else {
                             continue;
                         };
-                        let dst = &mut plane[ih * self.w..(ih + 1) * self.w]; // (W)
-                        let start = lo * self.sw + j * self.dw - self.pw;
+                        let start = ih * self.w + lo * self.sw + j * self.dw - self.pw;
+                        let dst = &mut plane[start..]; // from input column lo·sw + j·dw − pw
                         if self.sw == 1 {
-                            for (d, s) in dst[start..start + (hi - lo)].iter_mut().zip(&seg[lo..hi])
-                            {
+                            for (d, s) in dst[..hi - lo].iter_mut().zip(&seg[lo..hi]) {
                                 *d += *s;
                             }
                         } else {
-                            for (d, s) in dst[start..].iter_mut().step_by(self.sw).zip(&seg[lo..hi])
-                            {
-                                *d += *s;
+                            for (t, s) in seg[lo..hi].iter().enumerate() {
+                                dst[t * self.sw] += *s;
                             }
                         }
                     }
@@ -964,9 +956,22 @@ impl Geom {
     }
 }
 
-/// `dst ← src` (equal lengths), as a loop the compiler vectorises (no call for short runs).
+/// Zeros at the positions `p ≥ valid` of every `stride`-long piece of `block` (the padding
+/// columns between the output rows of a [`Geom::shifted_block`]), written with strided stores
+/// (a `fill` per piece would be a library call for one or two values).
+fn zero_gaps<F: Scalar>(block: &mut [F], stride: usize, valid: usize) {
+    for offset in valid..stride {
+        for v in block.iter_mut().skip(offset).step_by(stride) {
+            *v = F::zero();
+        }
+    }
+}
+
+/// `dst ← src` (`src` at least as long), as a loop the compiler vectorises (no call for short
+/// runs).
 #[inline(always)]
 fn copy<F: Copy>(dst: &mut [F], src: &[F]) {
+    debug_assert!(src.len() >= dst.len());
     for (d, s) in dst.iter_mut().zip(src) {
         *d = *s;
     }
