@@ -13,6 +13,7 @@
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
 use rayon::prelude::*;
 
+use super::scratch;
 use crate::error::{Error, Result, fmt_shape};
 use crate::module::{Module, ParamVisitor};
 use crate::{Mode, Scalar};
@@ -206,7 +207,9 @@ impl MaxPool2d {
         let x = x.as_standard_layout(); // (N, C, H, W)
         let xs = x.as_slice().expect("standard layout");
         let l = win.oh * win.ow;
-        let mut y = Array4::zeros((n, c, win.oh, win.ow)); // (N, C, OH, OW)
+        // Stale values from the buffer pool: `max_plane` writes every element.
+        let y_buf = scratch::take(n * c * l);
+        let mut y = Array4::from_shape_vec((n, c, win.oh, win.ow), y_buf).expect("len matches"); // (N, C, OH, OW)
         let mut argmax = vec![0usize; n * c * l]; // (N, C, OH, OW)
         if !argmax.is_empty() {
             y.as_slice_mut()
@@ -244,13 +247,15 @@ impl MaxPool2d {
         let dys = dy.as_slice().expect("standard layout");
         let [_, _, h, w] = shapes.input;
         let l = shapes.output[2] * shapes.output[3];
-        let mut dx = Array4::zeros(shapes.input); // (N, C, H, W)
+        let dx_buf = scratch::take(shapes.input.iter().product());
+        let mut dx = Array4::from_shape_vec(shapes.input, dx_buf).expect("len matches"); // (N, C, H, W)
         if !argmax.is_empty() {
             dx.as_slice_mut()
                 .expect("fresh array")
                 .par_chunks_mut(h * w)
                 .zip(dys.par_chunks(l).zip(argmax.par_chunks(l)))
                 .for_each(|(dx_p, (dy_p, arg_p))| {
+                    dx_p.fill(F::zero()); // stale values from the buffer pool
                     for (&g, &i) in dy_p.iter().zip(arg_p) {
                         dx_p[i] += g;
                     }
@@ -493,7 +498,9 @@ impl GlobalAvgPool {
         }
         self.input = None;
         let count = F::of((h * w) as f64);
-        let mut dx = Array4::zeros((n, c, h, w)); // (N, C, H, W)
+        // Stale values from the buffer pool: every plane is filled below.
+        let dx_buf = scratch::take(n * c * h * w);
+        let mut dx = Array4::from_shape_vec((n, c, h, w), dx_buf).expect("len matches"); // (N, C, H, W)
         for (dx_p, &g) in dx
             .as_slice_mut()
             .expect("fresh array")
