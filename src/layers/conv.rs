@@ -23,7 +23,10 @@
 //!   The forward pass stores the input channels last for this (instead of a plain copy).
 //!
 //! A 1×1 convolution with stride 1 and no padding needs no im2col: `cols` is the image itself
-//! (and `cols_nᵀ` the channels-last image).
+//! (and `cols_nᵀ` the channels-last image). With stride 1 and an output as wide as the input
+//! ("same" padding, e.g. 3×3 with padding 1), a row of `cols` is the input plane shifted by a
+//! constant offset, so im2col and col2im copy or add it as one block and then fix up the few
+//! padding entries, instead of working output row by output row.
 //!
 //! Threads: images are independent in the forward pass and in `∂x`, so they are spread over the
 //! current rayon pool. `∂W` and `∂b` are sums over the batch: the batch is cut into a number of
