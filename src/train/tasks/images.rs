@@ -212,7 +212,7 @@ impl ImageTask {
 
     /// Predicted classes and the summed cross-entropy of `set` (eval mode, batches of 256).
     pub fn predict(&self, model: &mut ResNet<f32>, set: &ImageSet) -> Result<(Vec<usize>, f64)> {
-        predict(model, set, &self.normalize)
+        predict_with(model, set, &self.normalize)
     }
 }
 
@@ -233,8 +233,8 @@ fn argmax_rows(logits: &Array2<f32>) -> Vec<usize> {
         .collect()
 }
 
-/// Predicted classes and summed cross-entropy over a whole set, in eval mode.
-fn predict(
+/// Predicted classes and summed cross-entropy over a whole set, in eval mode (batches of 256).
+pub fn predict_with(
     model: &mut ResNet<f32>,
     set: &ImageSet,
     normalize: &Normalize,
@@ -292,7 +292,7 @@ impl TrainTask for ImageTask {
     }
 
     fn evaluate(&mut self, model: &mut Self::Model) -> Result<Metrics> {
-        let (predictions, loss) = predict(model, &self.test, &self.normalize)?;
+        let (predictions, loss) = predict_with(model, &self.test, &self.normalize)?;
         let correct = predictions
             .iter()
             .zip(self.test.labels())

@@ -22,7 +22,7 @@ use crate::models::{SeqRegressor, TokenRnn, resnet::ResNet};
 use crate::rnn::{CellKind, RecurrentConfig, RecurrentInit};
 use crate::{Module, Result, Rng};
 
-pub use images::{ImageDataset, ImageTask, load_image_model};
+pub use images::{ImageDataset, ImageTask, load_image_model, predict_with};
 pub use sequence::{CharLmTask, CopyTask, RegressionTask, load_char_lm};
 
 /// The recurrent architecture a task trains.
