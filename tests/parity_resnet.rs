@@ -292,10 +292,11 @@ fn preact_resnet8_option_b_train_step_matches_pytorch() {
         let key = format!("step1.{name}");
         c.check(n, &key, v.view(), f.f32(&key).view(), TRAIN_FORWARD);
     }
-    // 9 BatchNorms (3 blocks × 2, 2 projections, final_bn), 3 buffers each: all stored.
-    assert_eq!((running.len(), counts.len()), (18, 9), "{n}: buffers");
+    // 7 BatchNorms (3 blocks × 2 and final_bn; the pre-activation projections have none),
+    // 3 buffers each: all stored.
+    assert_eq!((running.len(), counts.len()), (14, 7), "{n}: buffers");
     let stored = f.file.tensors.keys().filter(|k| k.starts_with("step1."));
-    assert_eq!(stored.count(), 27, "{n}: step1.* keys");
+    assert_eq!(stored.count(), 21, "{n}: step1.* keys");
     for (name, count) in &counts {
         assert_eq!(*count, f.i64(&format!("step1.{name}"))[[]], "{n}: {name}");
         assert_eq!(*count, 4, "{n}: {name} (loaded 3, then one train forward)");

@@ -459,8 +459,8 @@ class Net64:
             out = self.conv(pre, f"{p}.conv1.weight", stride, 1)
             out = self.conv(self.relu(self.bn(out, f"{p}.bn2", train)), f"{p}.conv2.weight", 1, 1)
             if f"{p}.downsample.0.weight" in sd:
-                return out + self.bn(self.conv(pre, f"{p}.downsample.0.weight", stride, 0),
-                                     f"{p}.downsample.1", train)
+                # Pre-activation projection: a 1×1 convolution of p, no BatchNorm.
+                return out + self.conv(pre, f"{p}.downsample.0.weight", stride, 0)
             return out + x
         if f"{p}.conv3.weight" in sd:  # bottleneck, stride on the 3×3
             layers = [("1", 1, 0), ("2", stride, 1), ("3", 1, 0)]

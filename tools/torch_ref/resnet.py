@@ -4,7 +4,7 @@
   state_dict keys are skipgate's (conv1, bn1, layer{s}.{b}.conv1/bn1/conv2/bn2, fc). One train-mode
   forward and backward of the cross-entropy, then SGD steps on the same batch.
 * `preact_resnet8_b`: a pre-activation ResNet-8 with option-B (projection) shortcuts and reduced
-  widths (8, 16, 32), skipgate's names (conv1, layer{s}.{b}.bn1/conv1/bn2/conv2/downsample.{0,1},
+  widths (8, 16, 32), skipgate's names (conv1, layer{s}.{b}.bn1/conv1/bn2/conv2/downsample.0,
   final_bn, fc). One train-mode forward and backward.
 * `torchvision_resnet18`, `torchvision_resnet50`: torchvision's own models in eval mode, their
   state_dict filled from the closed-form formula below (no weight file is stored).
@@ -110,7 +110,8 @@ class CifarResNetA(nn.Module):
 class PreActBlockB(nn.Module):
     """Pre-activation block (He et al. 2016b) as skipgate builds it: p = relu(bn1(x));
     y = conv2(relu(bn2(conv1(p)))) + shortcut, the shortcut x itself, or — when the shape changes —
-    the projection downsample = BN(conv1×1(p)) of the pre-activated input. Nothing after the sum."""
+    the projection downsample = conv1×1(p) of the pre-activated input (no BatchNorm: the next
+    block's BN1 normalises the sum). Nothing after the sum."""
 
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
@@ -120,9 +121,7 @@ class PreActBlockB(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.downsample = None
         if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
-            )
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False))
 
     def forward(self, x):
         p = F.relu(self.bn1(x))
