@@ -28,7 +28,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 /// Residual and gated recurrent networks from scratch: train, evaluate, sample, run PyTorch weights.
-/// Gated recurrent networks (and, next, residual networks) from scratch: train, sample, run PyTorch weights.
 #[derive(Parser)]
 #[command(name = "skipgate", version, about, long_about = None)]
 struct Cli {
