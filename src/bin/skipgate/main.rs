@@ -27,6 +27,7 @@ mod train;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
 /// Residual and gated recurrent networks from scratch: train, evaluate, sample, run PyTorch weights.
 #[derive(Parser)]
 #[command(name = "skipgate", version, about, long_about = None)]
