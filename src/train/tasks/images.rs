@@ -15,7 +15,7 @@ use crate::models::resnet::{ResNet, ResNetConfig};
 use crate::{Error, Mode, Result, Rng};
 
 use super::sequence::{VAL_SEED, base_metadata};
-use super::{Metrics, StepStats, TaskSpec, TrainTask};
+use super::{Metrics, RunFile, StepStats, TaskSpec, TrainTask};
 
 /// The image datasets skipgate reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -358,32 +358,18 @@ impl TrainTask for ImageTask {
 /// The file cannot be read, was not written by an image run, or its tensors do not fit the
 /// architecture its metadata describes.
 pub fn load_image_model(path: &Path) -> Result<(ResNet<f32>, TaskSpec, Normalize)> {
-    let source = path.display().to_string();
-    let file = TensorFile::read(path)?;
-    let bad = |msg: String| Error::Checkpoint {
-        path: source.clone(),
-        msg,
-    };
-    let meta = |key: &str| {
-        file.metadata.get(key).ok_or_else(|| {
-            bad(format!("has no {key} metadata: expected the model.safetensors of an image run of `skipgate train`"))
-        })
-    };
-    let spec: TaskSpec = serde_json::from_str(meta("skipgate.task")?)
-        .map_err(|e| bad(format!("skipgate.task: {e}")))?;
-    if !matches!(spec, TaskSpec::Images { .. }) {
-        return Err(bad(format!(
+    const EXPECTED: &str = "an image run of `skipgate train`";
+    let run = RunFile::read(path, EXPECTED)?;
+    if !matches!(run.task, TaskSpec::Images { .. }) {
+        return Err(run.error(format!(
             "holds a model trained on the {} task, not an image classifier",
-            spec.name()
+            run.task.name()
         )));
     }
-    let config: ResNetConfig = serde_json::from_str(meta("skipgate.model")?)
-        .map_err(|e| bad(format!("skipgate.model: {e}")))?;
-    let mean: Vec<f32> =
-        serde_json::from_str(meta("skipgate.normalize.mean")?).map_err(|e| bad(e.to_string()))?;
-    let std: Vec<f32> =
-        serde_json::from_str(meta("skipgate.normalize.std")?).map_err(|e| bad(e.to_string()))?;
+    let config: ResNetConfig = run.json("skipgate.model", EXPECTED)?;
+    let mean: Vec<f32> = run.json("skipgate.normalize.mean", EXPECTED)?;
+    let std: Vec<f32> = run.json("skipgate.normalize.std", EXPECTED)?;
     let mut model = ResNet::new(config, &mut Rng::seed(0))?;
-    crate::io::load_state_dict(&mut model, &crate::train::model_tensors(&file), &source)?;
-    Ok((model, spec, Normalize::new(mean, std)?))
+    run.load_weights(&mut model)?;
+    Ok((model, run.task, Normalize::new(mean, std)?))
 }

@@ -169,3 +169,67 @@ pub trait TrainTask {
         Ok(())
     }
 }
+
+/// The `model.safetensors` (or `checkpoint.safetensors`) of a `train` run, with the metadata that
+/// says what it holds; what `sample`, `eval` and the loaders read.
+pub(crate) struct RunFile {
+    pub file: TensorFile,
+    pub task: TaskSpec,
+}
+
+impl RunFile {
+    /// Reads the file and its task; `expected` describes the run wanted, for messages.
+    pub fn read(path: &std::path::Path, expected: &str) -> Result<Self> {
+        let file = TensorFile::read(path)?;
+        let task: TaskSpec = json_meta(&file, "skipgate.task", expected)?;
+        Ok(RunFile { file, task })
+    }
+
+    /// The metadata entry `key`, parsed as JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, key: &str, expected: &str) -> Result<T> {
+        json_meta(&self.file, key, expected)
+    }
+
+    /// The raw metadata entry `key`.
+    pub fn text(&self, key: &str, expected: &str) -> Result<&str> {
+        self.file
+            .metadata
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| {
+                self.error(format!(
+                    "has no {key} metadata: expected the model.safetensors of {expected}"
+                ))
+            })
+    }
+
+    /// An error about this file.
+    pub fn error(&self, msg: String) -> crate::Error {
+        crate::Error::Checkpoint {
+            path: self.file.source.clone(),
+            msg,
+        }
+    }
+
+    /// Loads the weights into `model` (a training checkpoint's optimizer and task state are skipped).
+    pub fn load_weights<F: crate::Scalar>(&self, model: &mut dyn Module<F>) -> Result<()> {
+        crate::io::load_state_dict(model, &super::model_tensors(&self.file), &self.file.source)
+    }
+}
+
+fn json_meta<T: serde::de::DeserializeOwned>(
+    file: &TensorFile,
+    key: &str,
+    expected: &str,
+) -> Result<T> {
+    let err = |msg: String| crate::Error::Checkpoint {
+        path: file.source.clone(),
+        msg,
+    };
+    let text = file.metadata.get(key).ok_or_else(|| {
+        err(format!(
+            "has no {key} metadata: expected the model.safetensors of {expected}"
+        ))
+    })?;
+    serde_json::from_str(text).map_err(|e| err(format!("{key}: {e}")))
+}

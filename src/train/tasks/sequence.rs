@@ -13,7 +13,7 @@ use crate::models::{SeqRegressor, TokenRnn, TokenRnnConfig};
 use crate::rnn::RnnState;
 use crate::{Error, Mode, Result, Rng};
 
-use super::{Metrics, ModelSpec, StepStats, TaskSpec, TrainTask};
+use super::{Metrics, ModelSpec, RunFile, StepStats, TaskSpec, TrainTask};
 
 /// Metadata keys shared by every task.
 pub(super) fn base_metadata(
@@ -510,30 +510,17 @@ fn to3(a: ndarray::ArrayD<f32>) -> Result<Array3<f32>> {
 /// `skipgate.model` and `skipgate.vocab` metadata), or its tensors do not fit the architecture
 /// its metadata describes.
 pub fn load_char_lm(path: &std::path::Path) -> Result<(TokenRnn<f32>, CharVocab)> {
-    let source = path.display().to_string();
-    let file = TensorFile::read(path)?;
-    let bad = |msg: String| Error::Checkpoint {
-        path: source.clone(),
-        msg,
-    };
-    let meta = |key: &str| {
-        file.metadata
-            .get(key)
-            .ok_or_else(|| bad(format!("has no {key} metadata: expected the model.safetensors of a `skipgate train --task charlm` run")))
-    };
-    let task: TaskSpec = serde_json::from_str(meta("skipgate.task")?)
-        .map_err(|e| bad(format!("skipgate.task: {e}")))?;
-    if !matches!(task, TaskSpec::CharLm { .. }) {
-        return Err(bad(format!(
+    const EXPECTED: &str = "a `skipgate train --task charlm` run";
+    let run = RunFile::read(path, EXPECTED)?;
+    if !matches!(run.task, TaskSpec::CharLm { .. }) {
+        return Err(run.error(format!(
             "holds a model trained on the {} task, not a character language model (charlm)",
-            task.name()
+            run.task.name()
         )));
     }
-    let spec: ModelSpec = serde_json::from_str(meta("skipgate.model")?)
-        .map_err(|e| bad(format!("skipgate.model: {e}")))?;
-    let vocab = CharVocab::from_chars(meta("skipgate.vocab")?.clone())?;
+    let spec: ModelSpec = run.json("skipgate.model", EXPECTED)?;
+    let vocab = CharVocab::from_chars(run.text("skipgate.vocab", EXPECTED)?.to_string())?;
     let mut model = token_model(&spec, vocab.len(), vocab.len(), &mut Rng::seed(0))?;
-    // A training checkpoint also holds the optimizer's and the task's state: only the weights load.
-    crate::io::load_state_dict(&mut model, &crate::train::model_tensors(&file), &source)?;
+    run.load_weights(&mut model)?;
     Ok((model, vocab))
 }
