@@ -7,5 +7,5 @@ set -euo pipefail
 seed="${1:-0}"
 out="runs/charlm"
 [ "$seed" != 0 ] && out="runs/charlm-seed$seed"
-/usr/bin/time -f "charlm seed $seed wall %e s" nice -n 5 ./target/release/skipgate train \
+/usr/bin/time -f "charlm seed $seed wall %e s user %U s sys %S s" nice -n 5 ./target/release/skipgate train \
   --task charlm --steps 3000 --eval-every 500 --seed "$seed" --quiet --out "$out"

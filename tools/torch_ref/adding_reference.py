@@ -9,8 +9,10 @@ Model: nn.{RNN,GRU,LSTM}(2, H, batch_first=True) -> last step -> nn.Linear(H, 1)
 initialisation, except for the LSTM with --forget-bias: bias_ih forget block (gates i, f, g, o ->
 block 1) = value and bias_hh forget block = 0. MSE loss, Adam, global-norm clipping.
 
-Output: one JSON line per evaluation ({"kind":"eval","step":..,"val_mse":..,"elapsed_s":..}) on
-stdout and in --out, then a {"kind":"summary",...} line.
+Output: one JSON line per evaluation ({"kind":"eval","step":..,"val_mse":..,"elapsed_s":..}, with
+the mean training loss and the mean / max global gradient norm (before clipping) and the number of
+clipped steps since the previous evaluation) on stdout and in --out, then a {"kind":"summary",...}
+line.
 
     /work/main/.venv-torch/bin/python tools/torch_ref/adding_reference.py --model gru --out x.jsonl
 """
@@ -102,25 +104,33 @@ def main():
     emit({"kind": "config", **config, "torch": torch.__version__, "baseline_mse": baseline})
     t0 = time.perf_counter()
     loss_sum, loss_n = 0.0, 0
+    gn_sum, gn_max, clipped = 0.0, 0.0, 0
     for step in range(1, args.steps + 1):
         x, y = adding_batch(args.batch, args.seq_len, train_gen)
         loss = nn.functional.mse_loss(model(x), y)
         opt.zero_grad()
         loss.backward()
-        if args.clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        max_norm = args.clip if args.clip > 0 else float("inf")
+        gn = nn.utils.clip_grad_norm_(model.parameters(), max_norm).item()  # norm before clipping
         opt.step()
         loss_sum += loss.item()
         loss_n += 1
+        gn_sum += gn
+        gn_max = max(gn_max, gn)
+        clipped += int(args.clip > 0 and gn > args.clip)
         if step % args.eval_every == 0 or step == args.steps:
             emit({
                 "kind": "eval",
                 "step": step,
                 "val_mse": evaluate(),
                 "train_loss": loss_sum / loss_n,
+                "grad_norm_mean": gn_sum / loss_n,
+                "grad_norm_max": gn_max,
+                "clipped_steps": clipped,
                 "elapsed_s": round(time.perf_counter() - t0, 2),
             })
             loss_sum, loss_n = 0.0, 0
+            gn_sum, gn_max, clipped = 0.0, 0.0, 0
     emit({"kind": "summary", "steps": args.steps, "wall_s": round(time.perf_counter() - t0, 2)})
     if out:
         out.close()
