@@ -14,5 +14,5 @@ for m in "${models[@]}"; do
   [ "$seed" != 0 ] && out="runs/adding-$m-seed$seed"
   /usr/bin/time -f "adding-$m seed $seed wall %e s user %U s sys %S s" nice -n 5 \
     ./target/release/skipgate train --task adding --model "$m" --steps 5000 --eval-every 250 \
-    "${extra[@]}" --seed "$seed" --quiet --out "$out"
+    "${extra[@]}" --seed "$seed" --quiet --overwrite --out "$out"
 done

@@ -8,4 +8,4 @@ seed="${1:-0}"
 out="runs/charlm"
 [ "$seed" != 0 ] && out="runs/charlm-seed$seed"
 /usr/bin/time -f "charlm seed $seed wall %e s user %U s sys %S s" nice -n 5 ./target/release/skipgate train \
-  --task charlm --steps 3000 --eval-every 500 --seed "$seed" --quiet --out "$out"
+  --task charlm --steps 3000 --eval-every 500 --seed "$seed" --quiet --overwrite --out "$out"

@@ -5,5 +5,5 @@
 set -euo pipefail
 for seed in 0 1 2 3 4; do
   /usr/bin/time -f "sum seed $seed wall %e s" nice -n 5 ./target/release/skipgate train \
-    --task sum --seed "$seed" --quiet --out "runs/sum-seed$seed"
+    --task sum --seed "$seed" --quiet --overwrite --out "runs/sum-seed$seed"
 done
