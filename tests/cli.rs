@@ -462,6 +462,9 @@ fn lab_quick_prints_every_experiment_and_the_summary_table() {
         "| adding problem (T=50)      | lstm 64 (forget bias 1)",
         "| adding problem (T=50)      | gru 64",
         "| char LM, tiny Shakespeare",
+        "4. The degradation problem",
+        "| degradation, 8×8 digits    | plain14",
+        "| degradation, 8×8 digits    | resnet14",
     ] {
         assert!(s.contains(needle), "missing {needle:?} in:\n{s}");
     }
@@ -730,6 +733,187 @@ fn forward_pads_to_the_longest_sequence_and_rejects_unknown_inputs() {
     ]);
     assert!(
         e.contains("unknown tensor \"hx\"") && e.contains("h0"),
+        "{e}"
+    );
+}
+
+#[test]
+fn image_training_eval_and_forward_on_the_embedded_digits() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("digits");
+    let s = ok(&[
+        "train",
+        "--task",
+        "digits",
+        "--model",
+        "resnet8",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--out",
+        p(&out),
+    ]);
+    assert!(s.contains("test_accuracy"), "{s}");
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        log.lines().filter(|l| l.contains("\"eval\"")).count(),
+        2,
+        "one evaluation per epoch"
+    );
+    assert!(
+        log.lines().next().unwrap().contains("\"accuracy\""),
+        "train records carry the batch accuracy"
+    );
+    // eval agrees with the accuracy training reported.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let evals = summary["report"]["evals"].as_array().unwrap();
+    let metrics = evals.last().unwrap()["metrics"].as_array().unwrap();
+    let acc = metrics[0][1].as_f64().unwrap();
+    let csv = dir.path().join("confusion.csv");
+    let e = ok(&["eval", "--checkpoint", p(&out), "--csv", p(&csv)]);
+    assert!(
+        e.contains(&format!("accuracy {:.2}%", 100.0 * acc)),
+        "{e} vs {acc}"
+    );
+    let table = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 11);
+    let total: usize = rows[1..]
+        .iter()
+        .flat_map(|r| r.split(',').skip(1))
+        .map(|c| c.parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(total, 360, "every test image counted once");
+
+    // forward runs the trained weights (with their BatchNorm statistics) on new images.
+    let model = TensorFile::read(out.join("model.safetensors")).unwrap();
+    let mut weights = TensorFile::new();
+    for (name, t) in &model.tensors {
+        weights.insert(name.clone(), t.clone());
+    }
+    let w = dir.path().join("w.safetensors");
+    weights.write(&w).unwrap();
+    let mut inputs = TensorFile::new();
+    inputs.insert_array("input", ndarray::Array4::<f32>::zeros((3, 1, 8, 8)).view());
+    let i = dir.path().join("x.safetensors");
+    inputs.write(&i).unwrap();
+    let o = dir.path().join("y.safetensors");
+    ok(&[
+        "forward",
+        "--weights",
+        p(&w),
+        "--input",
+        p(&i),
+        "--output",
+        p(&o),
+        "--arch",
+        "resnet8",
+    ]);
+    let logits = TensorFile::read(&o)
+        .unwrap()
+        .get_array::<f32>("output")
+        .unwrap();
+    assert_eq!(logits.shape(), &[3, 10]);
+    let e = fails(&[
+        "forward",
+        "--weights",
+        p(&w),
+        "--input",
+        p(&i),
+        "--output",
+        p(&o),
+        "--arch",
+        "resnet20",
+    ]);
+    assert!(
+        e.contains("missing keys") && e.contains("layer1.1.conv1.weight"),
+        "{e}"
+    );
+    inputs.insert_array("input", ndarray::Array4::<f32>::zeros((3, 3, 8, 8)).view());
+    inputs.write(&i).unwrap();
+    let e = fails(&[
+        "forward",
+        "--weights",
+        p(&w),
+        "--input",
+        p(&i),
+        "--output",
+        p(&o),
+        "--arch",
+        "resnet8",
+    ]);
+    assert!(
+        e.contains("(N, 1, H, W)") && e.contains("(3, 3, 8, 8)"),
+        "{e}"
+    );
+    let e = fails(&[
+        "forward",
+        "--weights",
+        p(&w),
+        "--input",
+        p(&i),
+        "--output",
+        p(&o),
+        "--arch",
+        "vgg16",
+    ]);
+    assert!(e.contains("resnet18") && e.contains("lstm"), "{e}");
+}
+
+#[test]
+fn image_tasks_refuse_sequence_options_and_missing_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x");
+    let e = fails(&[
+        "train",
+        "--task",
+        "digits",
+        "--hidden",
+        "10",
+        "--out",
+        p(&out),
+    ]);
+    assert!(e.contains("--hidden") && e.contains("sum or adding"), "{e}");
+    let e = fails(&[
+        "train",
+        "--task",
+        "digits",
+        "--model",
+        "lstm",
+        "--out",
+        p(&out),
+    ]);
+    assert!(e.contains("lstm") && e.contains("resnet"), "{e}");
+    let e = fails(&["train", "--task", "cifar10", "--out", p(&out)]);
+    assert!(
+        e.contains("--data-dir") && e.contains("data_batch_1.bin"),
+        "{e}"
+    );
+    let e = fails(&[
+        "train",
+        "--task",
+        "mnist",
+        "--data-dir",
+        p(&dir.path().join("nowhere")),
+        "--out",
+        p(&out),
+    ]);
+    assert!(
+        e.contains("nowhere") && e.contains("train-images-idx3-ubyte"),
+        "{e}"
+    );
+    let e = fails(&[
+        "train",
+        "--task",
+        "adding",
+        "--data-dir",
+        "/tmp",
+        "--out",
+        p(&out),
+    ]);
+    assert!(
+        e.contains("--data-dir") && e.contains("fashion-mnist"),
         "{e}"
     );
 }

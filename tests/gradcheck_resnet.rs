@@ -193,7 +193,7 @@ fn the_identity_path_carries_the_gradient_when_the_branch_is_silent() {
 fn option_a_shortcut_subsamples_and_pads_channels() {
     use skipgate::models::resnet::Shortcut;
     let mut rng = Rng::seed(5);
-    let mut sc = Shortcut::<f64>::build(ShortcutKind::A, false, 2, 5, 2, &mut rng).unwrap();
+    let mut sc = Shortcut::<f64>::build(ShortcutKind::A, false, 2, 5, 2, true, &mut rng).unwrap();
     let x = Array4::from_shape_fn((1, 2, 4, 4), |(_, c, h, w)| (c * 100 + h * 10 + w) as f64);
     let y = sc.forward(x.view(), Mode::Train).unwrap().unwrap();
     assert_eq!(y.shape(), &[1, 5, 2, 2]);

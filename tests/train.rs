@@ -291,7 +291,7 @@ fn csv_log_has_a_header_and_one_row_per_step_and_evaluation() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "step,kind,loss,lr,grad_norm,items_per_s,test_mse,baseline_mse"
+        "step,kind,loss,accuracy,lr,grad_norm,items_per_s,test_mse,baseline_mse"
     );
     assert_eq!(lines.iter().filter(|l| l.contains(",train,")).count(), 10);
     let evals: Vec<&str> = lines
@@ -300,7 +300,7 @@ fn csv_log_has_a_header_and_one_row_per_step_and_evaluation() {
         .copied()
         .collect();
     assert_eq!(evals.len(), 3, "steps 4, 8 and the last");
-    assert!(evals[2].starts_with("10,eval,,,,,"), "{}", evals[2]);
+    assert!(evals[2].starts_with("10,eval,,,,,,"), "{}", evals[2]);
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap())
             .unwrap();

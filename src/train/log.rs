@@ -41,7 +41,15 @@ impl FromStr for LogFormat {
 }
 
 /// Columns of every record, in CSV order. Evaluation metrics follow in `eval_columns`.
-const COLUMNS: [&str; 6] = ["step", "kind", "loss", "lr", "grad_norm", "items_per_s"];
+const COLUMNS: [&str; 7] = [
+    "step",
+    "kind",
+    "loss",
+    "accuracy",
+    "lr",
+    "grad_norm",
+    "items_per_s",
+];
 
 /// One line of the log.
 #[derive(Clone, Debug, Default)]
@@ -52,6 +60,8 @@ pub struct Record {
     pub kind: &'static str,
     /// Training loss of the step (train records).
     pub loss: Option<f64>,
+    /// Training accuracy of the step's batch (train records of classifiers).
+    pub accuracy: Option<f64>,
     pub lr: Option<f64>,
     pub grad_norm: Option<f64>,
     pub items_per_s: Option<f64>,
@@ -132,6 +142,7 @@ impl MetricsLog {
                     ("lr", r.lr),
                     ("grad_norm", r.grad_norm),
                     ("items_per_s", r.items_per_s),
+                    ("accuracy", r.accuracy),
                 ] {
                     if let Some(v) = v {
                         obj.insert(k.into(), json_number(v));
@@ -148,6 +159,7 @@ impl MetricsLog {
                     r.step.to_string(),
                     r.kind.to_string(),
                     opt(r.loss),
+                    opt(r.accuracy),
                     opt(r.lr),
                     opt(r.grad_norm),
                     opt(r.items_per_s),

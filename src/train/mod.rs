@@ -65,6 +65,24 @@ pub struct TrainOptions {
 }
 
 impl TrainOptions {
+    /// `, momentum 0.9, wd 0.0005, cosine` — the optimizer and schedule details worth showing.
+    pub fn schedule_note(&self) -> String {
+        let mut parts = Vec::new();
+        if self.optimizer.momentum != 0.0 {
+            parts.push(format!("momentum {}", self.optimizer.momentum));
+        }
+        if self.optimizer.weight_decay != 0.0 {
+            parts.push(format!("wd {}", self.optimizer.weight_decay));
+        }
+        if self.schedule != LrSchedule::constant() {
+            parts.push(self.schedule.schedule.to_string());
+        }
+        if self.schedule.warmup_steps > 0 {
+            parts.push(format!("warm-up {}", self.schedule.warmup_steps));
+        }
+        parts.iter().map(|p| format!(", {p}")).collect()
+    }
+
     /// `steps` steps of `optimizer`, no clipping, evaluation and checkpoint only at the end,
     /// nothing written, seed 0, no progress bar.
     pub fn new(steps: u64, optimizer: OptimizerSpec) -> Self {
@@ -233,6 +251,7 @@ pub fn train<T: TrainTask>(task: &mut T, opts: &TrainOptions) -> Result<(T::Mode
     let mut train_seconds = 0.0;
     let mut items = 0usize;
     let mut recent: Vec<f64> = Vec::new();
+    let mut recent_correct: Vec<(usize, usize)> = Vec::new();
     let mut evals = Vec::new();
     let mut last_eval = None;
 
@@ -271,12 +290,19 @@ pub fn train<T: TrainTask>(task: &mut T, opts: &TrainOptions) -> Result<(T::Mode
         if recent.len() > 50 {
             recent.remove(0);
         }
+        if let Some(c) = stats.correct {
+            recent_correct.push((c, stats.items));
+            if recent_correct.len() > 50 {
+                recent_correct.remove(0);
+            }
+        }
         let rate = stats.items as f64 / dt.max(1e-12);
         if let Some(log) = &mut log {
             log.write(&Record {
                 step: done,
                 kind: "train",
                 loss: Some(stats.loss),
+                accuracy: stats.correct.map(|c| c as f64 / stats.items.max(1) as f64),
                 lr: Some(lr),
                 grad_norm: Some(norm),
                 items_per_s: Some(rate),
@@ -287,8 +313,16 @@ pub fn train<T: TrainTask>(task: &mut T, opts: &TrainOptions) -> Result<(T::Mode
         if done % 10 == 0 || done == opts.steps {
             let avg = recent.iter().sum::<f64>() / recent.len() as f64;
             let tput = items as f64 / train_seconds.max(1e-12);
+            let accuracy = if recent_correct.is_empty() {
+                String::new()
+            } else {
+                let (c, n) = recent_correct
+                    .iter()
+                    .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+                format!(" | acc {:.1}%", 100.0 * c as f64 / n.max(1) as f64)
+            };
             bar.set_message(format!(
-                "loss {avg:.4} | {} {}/s",
+                "loss {avg:.4}{accuracy} | {} {}/s",
                 human(tput),
                 task.item_name()
             ));

@@ -11,6 +11,10 @@ Reloads every tests/fixtures/**.safetensors and checks
   * optim: hand-written float64 SGD / Adam / AdamW updates with global-norm clipping;
   * conv: a hand-written float64 convolution / pooling (padding, strided slices, einsum),
     differentiated with autograd.
+  * resnet: whole networks rebuilt in float64 from the stored state_dict with those convolution
+    and pooling helpers, BatchNorm, option-A padding, cross-entropy and SGD written out
+    (autograd for the gradients); the torchvision cases from the closed-form state_dict
+    (re-implemented here) and torchvision's key lists.
 Exits non-zero on the first mismatch.
 """
 
@@ -394,6 +398,235 @@ def check_conv(case: str, cfg: dict, t: dict) -> None:
         close(f"grad.{name}", t[f"grad.{name}"], v.grad)
 
 
+# ---------------------------------------------------------------- resnet
+# Whole networks re-built in float64 from the stored state_dict alone: convolutions and pooling
+# from the einsum / strided-slice helpers above (no F.conv2d, no nn modules), BatchNorm, option-A
+# padding, cross-entropy and SGD written out; gradients by autograd.
+class Net64:
+    """Functional float64 network over a state_dict; `kind` is "cifar_a", "preact_b" or
+    "torchvision". Records the smallest |ReLU input| seen (rounding could flip a ReLU there)."""
+
+    def __init__(self, sd: dict, kind: str, eps: float = 1e-5, momentum: float = 0.1):
+        self.sd, self.kind, self.eps, self.mom = sd, kind, eps, momentum
+        # (stage, block) of every "layer{s}.{b}.…" key, in order.
+        self.blocks = sorted({(int(k.split(".")[0][len("layer"):]), int(k.split(".")[1]))
+                              for k in sd if k.startswith("layer")})
+        self.min_relu = float("inf")
+        self.new_stats = {}
+
+    def relu(self, x):
+        self.min_relu = min(self.min_relu, x.detach().abs().min().item())
+        return torch.clamp(x, min=0.0)
+
+    def conv(self, x, key, stride, pad):
+        w = self.sd[key]
+        oh = (x.shape[2] + 2 * pad - w.shape[2]) // stride + 1
+        ow = (x.shape[3] + 2 * pad - w.shape[3]) // stride + 1
+        y = 0
+        for (i, j), patch in windows(padded(x, (pad, pad), 0.0), w.shape[2:], (stride, stride),
+                                     (1, 1), (oh, ow)):
+            y = y + torch.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
+        return y
+
+    def bn(self, x, p, train):
+        c4 = lambda v: v[None, :, None, None]  # noqa: E731
+        sd = self.sd
+        if train:
+            mean = x.mean(dim=(0, 2, 3))
+            var = ((x - c4(mean)) ** 2).mean(dim=(0, 2, 3))
+            n = x.numel() // x.shape[1]
+            m = self.mom
+            self.new_stats[f"{p}.running_mean"] = ((1 - m) * sd[f"{p}.running_mean"]
+                                                  + m * mean.detach())
+            self.new_stats[f"{p}.running_var"] = ((1 - m) * sd[f"{p}.running_var"]
+                                                 + m * var.detach() * n / (n - 1))
+            self.new_stats[f"{p}.num_batches_tracked"] = sd[f"{p}.num_batches_tracked"] + 1
+        else:
+            mean, var = sd[f"{p}.running_mean"], sd[f"{p}.running_var"]
+        x_hat = (x - c4(mean)) / torch.sqrt(c4(var) + self.eps)
+        return x_hat * c4(sd[f"{p}.weight"]) + c4(sd[f"{p}.bias"])
+
+    def maxpool(self, x):  # 3×3, stride 2, padding 1
+        oh, ow = (x.shape[2] - 1) // 2 + 1, (x.shape[3] - 1) // 2 + 1
+        xp = padded(x, (1, 1), float("-inf"))
+        taps = [v for _, v in windows(xp, (3, 3), (2, 2), (1, 1), (oh, ow))]
+        return torch.stack(taps).max(dim=0).values
+
+    def block(self, x, p, stride, train):
+        sd = self.sd
+        if self.kind == "preact_b":
+            pre = self.relu(self.bn(x, f"{p}.bn1", train))
+            out = self.conv(pre, f"{p}.conv1.weight", stride, 1)
+            out = self.conv(self.relu(self.bn(out, f"{p}.bn2", train)), f"{p}.conv2.weight", 1, 1)
+            if f"{p}.downsample.0.weight" in sd:
+                # Pre-activation projection: a 1×1 convolution of p, no BatchNorm.
+                return out + self.conv(pre, f"{p}.downsample.0.weight", stride, 0)
+            return out + x
+        if f"{p}.conv3.weight" in sd:  # bottleneck, stride on the 3×3
+            layers = [("1", 1, 0), ("2", stride, 1), ("3", 1, 0)]
+        else:
+            layers = [("1", stride, 1), ("2", 1, 1)]
+        out = x
+        for j, (i, st, pad) in enumerate(layers):
+            out = self.bn(self.conv(out, f"{p}.conv{i}.weight", st, pad), f"{p}.bn{i}", train)
+            if j < len(layers) - 1:
+                out = self.relu(out)
+        cout = out.shape[1]
+        if f"{p}.downsample.0.weight" in sd:
+            sc = self.conv(x, f"{p}.downsample.0.weight", stride, 0)
+            sc = self.bn(sc, f"{p}.downsample.1", train)
+        elif self.kind == "cifar_a" and (stride != 1 or cout != x.shape[1]):
+            sub = x[:, :, ::stride, ::stride]
+            pad = cout - x.shape[1]
+            n, _, h, w = sub.shape
+            sc = torch.cat([torch.zeros(n, pad // 2, h, w, dtype=sub.dtype), sub,
+                            torch.zeros(n, pad - pad // 2, h, w, dtype=sub.dtype)], dim=1)
+        else:
+            sc = x
+        return self.relu(out + sc)
+
+    def forward(self, x, train: bool):
+        self.new_stats = {}
+        if self.kind == "torchvision":
+            x = self.maxpool(self.relu(self.bn(self.conv(x, "conv1.weight", 2, 3), "bn1", train)))
+        elif self.kind == "cifar_a":
+            x = self.relu(self.bn(self.conv(x, "conv1.weight", 1, 1), "bn1", train))
+        else:
+            x = self.conv(x, "conv1.weight", 1, 1)
+        for s, b in self.blocks:
+            x = self.block(x, f"layer{s}.{b}", 2 if s > 1 and b == 0 else 1, train)
+        if self.kind == "preact_b":
+            x = self.relu(self.bn(x, "final_bn", train))
+        pooled = x.mean(dim=(2, 3))
+        return pooled @ self.sd["fc.weight"].T + self.sd["fc.bias"]
+
+
+def cross_entropy64(z, targets):
+    m = z.max(dim=1, keepdim=True).values.detach()
+    lse = m[:, 0] + torch.log(torch.exp(z - m).sum(dim=1))
+    return (lse - z[torch.arange(len(targets)), targets]).mean()
+
+
+def state_of(t: dict, prefixes=("grad.", "step")) -> dict:
+    """The fixture's state_dict: float64 leaves (parameters, requiring grad) and buffers."""
+    sd = {}
+    for k, v in t.items():
+        if k in ("input", "targets", "logits", "loss") or k.startswith(prefixes):
+            continue
+        if v.dtype == torch.int64:
+            sd[k] = v.clone()
+        elif k.endswith(("running_mean", "running_var")):
+            sd[k] = v.double()
+        else:
+            sd[k] = leaf(v)
+    return sd
+
+
+def check_resnet_train(case: str, cfg: dict, t: dict) -> str:
+    sd = state_of(t)
+    params = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor) and v.requires_grad}
+    kind = "cifar_a" if cfg["shortcut"] == "A" else "preact_b"
+    net = Net64(sd, kind)
+    x = leaf(t["input"])
+    targets = t["targets"]
+    z = net.forward(x, True)
+    loss = cross_entropy64(z, targets)
+    loss.backward()
+    close("logits", t["logits"], z.detach())
+    close("loss", t["loss"], loss.detach())
+    expected = {f"grad.{k}" for k in params} | {"grad.input"}
+    stored = {k for k in t if k.startswith("grad.")}
+    assert expected == stored, f"grad keys differ: {sorted(expected ^ stored)}"
+    close("grad.input", t["grad.input"], x.grad)
+    worst = 0.0
+    for k, p in params.items():
+        worst = max(worst, close(f"grad.{k}", t[f"grad.{k}"], p.grad))
+    min_relu = net.min_relu
+    if "steps" not in cfg:
+        for k, v in net.new_stats.items():
+            got = t[f"step1.{k}"]
+            if k.endswith("num_batches_tracked"):
+                assert got.item() == v.item() == 4, (k, got, v)
+            else:
+                close(f"step1.{k}", got, v)
+        return f"  (min |relu input| = {min_relu:.2e})"
+    # SGD, as torch.optim.SGD applies it (see check_optim), for cfg["steps"] steps on the batch.
+    lr, mu, wd, damp = cfg["lr"], cfg["momentum"], cfg["weight_decay"], cfg["dampening"]
+    assert not cfg["nesterov"]
+    buf = {}
+    for k in range(1, cfg["steps"] + 1):
+        if k > 1:
+            for p in params.values():
+                p.grad = None
+            z = net.forward(t["input"].double(), True)
+            loss = cross_entropy64(z, targets)
+            loss.backward()
+            min_relu = min(min_relu, net.min_relu)
+        close(f"step{k}.loss", t[f"step{k}.loss"], loss.detach())
+        with torch.no_grad():
+            for name, p in params.items():
+                g = p.grad + wd * p
+                buf[name] = g.clone() if k == 1 else mu * buf[name] + (1 - damp) * g
+                p -= lr * buf[name]
+            for name, v in net.new_stats.items():
+                sd[name] = v
+    stored = sorted(k[len("step5."):] for k in t if k.startswith("step5.") and k != "step5.loss")
+    assert stored == sorted(cfg["step_keys"]), "step5 keys differ from config.step_keys"
+    for key in cfg["step_keys"]:
+        got, want = t[f"step5.{key}"], sd[key]
+        if key.endswith("num_batches_tracked"):
+            assert got.item() == want.item() == 3 + cfg["steps"], (key, got, want)
+        else:
+            close(f"step5.{key}", got, want.detach())
+    return f"  (min |relu input| = {min_relu:.2e})"
+
+
+def formula_state_dict64(names_shapes, formula: dict) -> dict:
+    """The closed-form state_dict of tools/torch_ref/resnet.py / tests/parity_resnet.rs, rounded to
+    float32 then widened to float64."""
+    out = {}
+    for k, (name, shape) in enumerate(names_shapes):
+        leafname = name.rsplit(".", 1)[-1]
+        if leafname == "num_batches_tracked":
+            out[name] = torch.zeros((), dtype=torch.int64)
+            continue
+        i = np.arange(int(np.prod(shape)), dtype=np.float64)
+        s = np.sin(formula["phase_step"] * i + k)
+        if leafname == "running_var":
+            a, b, f = formula["running_var"]
+            v = a + b * np.abs(np.cos(f * i + k))
+        elif leafname == "running_mean":
+            v = formula["running_mean"] * s
+        elif leafname == "bias":
+            v = formula["bias"] * s
+        elif len(shape) == 4:
+            v = np.sqrt(formula["conv_weight"] / np.prod(shape[1:])) * s
+        elif len(shape) == 2:
+            v = np.sqrt(formula["linear_weight"] / shape[1]) * s
+        else:
+            a, b = formula["bn_weight"]
+            v = a + b * s
+        out[name] = torch.from_numpy(v.astype(np.float32).astype(np.float64).reshape(shape))
+    return out
+
+
+def check_resnet_torchvision(case: str, cfg: dict, t: dict) -> str:
+    import torchvision
+
+    model = getattr(torchvision.models, cfg["model"])()
+    params = [n for n, _ in model.named_parameters()]
+    buffers = [n for n, _ in model.named_buffers()]
+    assert params == cfg["parameter_keys"] and buffers == cfg["buffer_keys"]
+    assert list(model.state_dict()) == cfg["state_dict_keys"]
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    sd = formula_state_dict64([(n, shapes[n]) for n in params + buffers], cfg["formula"])
+    net = Net64(sd, "torchvision")
+    with torch.no_grad():
+        z = net.forward(t["input"].double(), False)
+    close("logits", t["logits"], z)
+    return ""
+
+
 def main() -> None:
     files = sorted(FIXTURES.rglob("*.safetensors"))
     total = 0
@@ -417,6 +650,11 @@ def main() -> None:
                 check_batchnorm(case, cfg, t)
             elif group == "conv":
                 check_conv(case, cfg, t)
+            elif group == "resnet":
+                if case.startswith("torchvision_"):
+                    note = check_resnet_torchvision(case, cfg, t)
+                else:
+                    note = check_resnet_train(case, cfg, t)
             else:
                 raise AssertionError(f"unknown group {group}")
         except AssertionError as e:

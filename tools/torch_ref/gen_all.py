@@ -1,7 +1,7 @@
 """Regenerate every fixture under tests/fixtures/ (then run check.py to re-verify them).
 
     python3 -m venv .venv-torch
-    .venv-torch/bin/pip install torch numpy safetensors
+    .venv-torch/bin/pip install torch numpy safetensors torchvision   # torchvision: resnet.py
     .venv-torch/bin/python tools/torch_ref/gen_all.py
     .venv-torch/bin/python tools/torch_ref/check.py
 """
@@ -18,11 +18,12 @@ import conv  # noqa: E402
 import layers  # noqa: E402
 import loss  # noqa: E402
 import optim  # noqa: E402
+import resnet  # noqa: E402
 import rnn  # noqa: E402
 
 
 def main() -> None:
-    for module in (layers, loss, rnn, optim, batchnorm, conv):
+    for module in (layers, loss, rnn, optim, batchnorm, conv, resnet):
         module.main()
 
 

@@ -1,27 +1,34 @@
-//! `skipgate forward`: run a PyTorch recurrent layer's weights on inputs, as the module would.
+//! `skipgate forward`: run PyTorch weights (a recurrent layer's, or a ResNet's) on inputs, as
+//! the module would.
 
 use std::path::PathBuf;
 
 use clap::Args;
-use ndarray::{Array3, ArrayD, Axis, Slice};
+use ndarray::{Array3, Array4, ArrayD, Axis, Slice};
 use skipgate::io::{TensorData, TensorFile, load_state_dict};
+use skipgate::models::resnet::{ResNet, ResNetConfig};
 use skipgate::rnn::{CellKind, Recurrent, SeqInput, config_from_state_dict};
 use skipgate::{Error, Mode, Result, Rng, Scalar};
 
 #[derive(Args, Debug)]
 #[command(allow_negative_numbers = true)]
 pub struct ForwardArgs {
-    /// The layer's state_dict as safetensors (PyTorch names: weight_ih_l0, …; a common prefix such as `rnn.` is allowed).
+    /// The state_dict as safetensors, with PyTorch's names: a recurrent layer's (weight_ih_l0, …;
+    /// a common prefix such as `rnn.` is allowed) or a ResNet's (conv1.weight, layer1.0.…, fc.weight).
     #[arg(long)]
     pub weights: PathBuf,
-    /// Inputs: `input` (T, B, I) or (B, T, I) with --batch-first; optional `h0`, `c0` (L·D, B, H) and `lengths` (B).
+    /// Inputs. Recurrent: `input` (T, B, I) or (B, T, I) with --batch-first, optional `h0`, `c0`
+    /// (L·D, B, H) and `lengths` (B). ResNet: `input` (N, C, H, W).
     #[arg(long)]
     pub input: PathBuf,
-    /// Where to write `output`, `h_n` and (LSTM) `c_n`. With `lengths`, `output` is padded to the
-    /// longest sequence, as `pad_packed_sequence` returns it.
+    /// Where to write the outputs. Recurrent: `output`, `h_n` and (LSTM) `c_n`; with `lengths`,
+    /// `output` is padded to the longest sequence, as `pad_packed_sequence` returns it. ResNet:
+    /// `output`, the logits (N, classes), in eval mode (BatchNorm uses its running statistics).
     #[arg(long)]
     pub output: PathBuf,
-    /// Cell type: rnn (tanh), rnn-relu, lstm, gru.
+    /// A cell type (rnn, rnn-relu, lstm, gru) or a network (resnet18, resnet34, resnet50,
+    /// resnet20, plain20, preact-resnet56, …). Sizes, input channels and classes are read from the
+    /// weights.
     #[arg(long)]
     pub arch: String,
     /// `input` and `output` are (B, T, ·), as with PyTorch's batch_first=True.
@@ -30,7 +37,19 @@ pub struct ForwardArgs {
 }
 
 pub fn run(args: ForwardArgs) -> Result<()> {
-    let kind: CellKind = args.arch.parse()?;
+    let kind: CellKind = match args.arch.parse() {
+        Ok(kind) => kind,
+        Err(_) => {
+            let net: ResNetConfig = args.arch.parse().map_err(|_| {
+                Error::invalid(
+                    "forward",
+                    format!("--arch {}", args.arch),
+                    "expected a cell type (rnn, rnn-relu, lstm, gru) or a network such as resnet18, resnet20, plain56",
+                )
+            })?;
+            return run_resnet(&args, net);
+        }
+    };
     let weights = TensorFile::read(&args.weights)?;
     let inputs = TensorFile::read(&args.input)?;
     let (config, prefix) = config_from_state_dict(&weights, kind)?;
@@ -161,4 +180,53 @@ fn to3<F: Scalar>(file: &TensorFile, name: &str) -> Result<Array3<F>> {
             &shape,
         )
     })
+}
+
+/// Runs a ResNet state_dict on `input` (N, C, H, W); writes the logits as `output`.
+fn run_resnet(args: &ForwardArgs, config: ResNetConfig) -> Result<()> {
+    if args.batch_first {
+        return Err(Error::invalid(
+            "forward",
+            "--batch-first",
+            "applies to recurrent layers only",
+        ));
+    }
+    let weights = TensorFile::read(&args.weights)?;
+    let inputs = TensorFile::read(&args.input)?;
+    let source = args.weights.display().to_string();
+    // The input channels and classes come from the weights' shapes.
+    let conv1 = weights.get("conv1.weight")?.shape().to_vec();
+    let fc = weights.get("fc.weight")?.shape().to_vec();
+    if conv1.len() != 4 || fc.len() != 2 {
+        return Err(Error::Checkpoint {
+            path: source,
+            msg: format!("conv1.weight {conv1:?} and fc.weight {fc:?} should be 4-D and 2-D"),
+        });
+    }
+    let config = config.io(conv1[1], fc[0]);
+    let mut net = ResNet::<f32>::new(config.clone(), &mut Rng::seed(0))?;
+    load_state_dict(&mut net, &weights, &source)?;
+    if let Some(unknown) = inputs.names().into_iter().find(|n| *n != "input") {
+        return Err(Error::Checkpoint {
+            path: inputs.source.clone(),
+            msg: format!("unknown tensor {unknown:?}: a network's input is `input` (N, C, H, W)"),
+        });
+    }
+    let x: ArrayD<f32> = inputs.get_array("input")?;
+    let shape = x.shape().to_vec();
+    let x: Array4<f32> = x
+        .into_dimensionality()
+        .map_err(|_| Error::shape("forward", "input (N, C, H, W)", "a 4-D tensor", &shape))?;
+    let logits = net.forward(x.view(), Mode::Eval)?;
+    let mut out = TensorFile::new();
+    out.insert_array("output", logits.view());
+    out.write(&args.output)?;
+    crate::note!(
+        "{config} ({} input channels, {} classes): wrote output {:?} to {}",
+        config.in_channels,
+        config.num_classes,
+        logits.shape(),
+        args.output.display()
+    );
+    Ok(())
 }

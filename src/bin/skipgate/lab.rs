@@ -3,16 +3,20 @@
 //!
 //! 1. the course's own example: a tanh RNN (input 1, hidden 10) learns the sum of a sequence;
 //! 2. the adding problem: a vanilla RNN against an LSTM and a GRU on long sequences;
-//! 3. a character-level LSTM on tiny Shakespeare, and a sample of its text.
+//! 3. a character-level LSTM on tiny Shakespeare, and a sample of its text;
+//! 4. the degradation problem: plain and residual networks of two depths on the 8×8 digits.
 
 use std::path::PathBuf;
 
 use clap::Args;
 use skipgate::loss::mse_loss;
+use skipgate::models::resnet::ResNetConfig;
+use skipgate::optim::{LrSchedule, Schedule};
 use skipgate::optim::{OptimizerKind, OptimizerSpec};
 use skipgate::rnn::{CellKind, RecurrentInit};
 use skipgate::train::TrainTask;
 use skipgate::train::tasks::{CharLmTask, RegressionTask};
+use skipgate::train::tasks::{ImageDataset, ImageTask};
 use skipgate::train::{ModelSpec, TaskSpec, TrainOptions, TrainReport, fmt_value, train};
 use skipgate::{Mode, Result, Rng};
 
@@ -70,7 +74,7 @@ pub fn run(args: LabArgs) -> Result<()> {
     };
 
     crate::say!(
-        "skipgate lab: recurrent networks and the vanishing gradient, on embedded data (seed {})\n",
+        "skipgate lab: the vanishing gradient, gates and skip connections, on embedded data (seed {})\n",
         args.seed
     );
 
@@ -239,6 +243,8 @@ pub fn run(args: LabArgs) -> Result<()> {
         seconds: r.seconds,
     });
 
+    degradation(&args, &mut rows)?;
+
     print_table(&rows);
     crate::say!(
         "\nRuns (models, metrics.jsonl, summary.json) are in {}.",
@@ -257,6 +263,122 @@ fn gradient_reach_at_init(task: &RegressionTask, seed: u64) -> Result<f64> {
     let (_, d_pred) = mse_loss(pred.view(), batch.y.view())?;
     let grads = model.backward(d_pred.view())?;
     let norms = grads.step_grad_norms.row(0);
+    Ok(norms[0] / norms[norms.len() - 1])
+}
+
+/// Plain and residual networks at two depths on the embedded 8×8 digits: the deeper plain
+/// network trains worse than the shallower one (the degradation problem); the residual one does not.
+fn degradation(args: &LabArgs, rows: &mut Vec<Row>) -> Result<()> {
+    let (shallow, deep, epochs) = if args.quick { (8, 14, 1) } else { (20, 56, 6) };
+    crate::say!(
+        "4. The degradation problem: plain and residual networks of {shallow} and {deep} layers on the 8×8 digits\n   \
+         (1437 training images, {epochs} epoch{} of SGD with momentum, 20 warm-up steps, cosine decay).",
+        if epochs == 1 { "" } else { "s" }
+    );
+    let mut results = Vec::new();
+    for name in [
+        format!("plain{shallow}"),
+        format!("plain{deep}"),
+        format!("resnet{shallow}"),
+        format!("resnet{deep}"),
+    ] {
+        let config: ResNetConfig = name.parse()?;
+        let spec = TaskSpec::Images {
+            dataset: ImageDataset::Digits,
+            data_dir: None,
+            augment: false,
+            train_limit: None,
+        };
+        let mut task = ImageTask::new(spec, config, 64)?;
+        let steps = epochs * task.steps_per_epoch() as u64;
+        let mut optimizer = OptimizerSpec::new(OptimizerKind::Sgd, 0.1);
+        optimizer.momentum = 0.9;
+        optimizer.weight_decay = 5e-4;
+        let o = TrainOptions {
+            schedule: LrSchedule::new(
+                Schedule::Cosine {
+                    total_steps: steps,
+                    min_lr: 0.0,
+                },
+                20,
+            ),
+            eval_every: 0,
+            out_dir: Some(args.out.join(format!("digits-{name}"))),
+            seed: args.seed,
+            overwrite: true,
+            progress: !args.quiet,
+            label: format!("digits-{name}"),
+            ..TrainOptions::new(steps, optimizer)
+        };
+        let reach = block_gradient_reach_at_init(&task, args.seed)?;
+        let (mut net, r) = train(&mut task, &o)?;
+        let (train_set, _) = task.data();
+        let (predictions, loss_sum) = task.predict(&mut net, train_set)?;
+        let train_loss = loss_sum / train_set.len() as f64;
+        let train_acc = predictions
+            .iter()
+            .zip(train_set.labels())
+            .filter(|(p, t)| p == t)
+            .count() as f64
+            / train_set.len() as f64;
+        crate::say!(
+            "   {name:>9}: training loss {} (training accuracy {:.1}%), test accuracy {:.1}%; at initialisation \
+             ‖∂L/∂x‖ at the first block / at the last: {}",
+            fmt_value(train_loss),
+            100.0 * train_acc,
+            100.0 * metric(&r, "test_accuracy"),
+            fmt_value(reach)
+        );
+        rows.push(Row {
+            experiment: "degradation, 8×8 digits".into(),
+            model: name.clone(),
+            metric: "training loss".into(),
+            result: train_loss,
+            baseline: Some(10f64.ln()),
+            seconds: r.seconds,
+        });
+        results.push(train_loss);
+    }
+    let verdict = |family: &str, a: f64, b: f64| {
+        if b > a * 1.5 + 0.05 {
+            format!(
+                "the {deep}-layer {family} network trains worse than the {shallow}-layer one ({} vs {})",
+                fmt_value(b),
+                fmt_value(a)
+            )
+        } else {
+            format!(
+                "the {deep}-layer {family} network trains as well as the {shallow}-layer one or better ({} vs {})",
+                fmt_value(b),
+                fmt_value(a)
+            )
+        }
+    };
+    crate::say!(
+        "   Plain: {}.\n   Residual: {}.\n",
+        verdict("plain", results[0], results[1]),
+        verdict("residual", results[2], results[3])
+    );
+    Ok(())
+}
+
+/// ‖∂L/∂x‖ at the first block over that at the last block's output, for a freshly initialised
+/// network on one batch of 64 training images (train-mode BatchNorm).
+fn block_gradient_reach_at_init(task: &ImageTask, seed: u64) -> Result<f64> {
+    let mut rng = Rng::seed(seed);
+    let mut net = task.build_model(&mut rng)?;
+    let (train_set, _) = task.data();
+    let normalize = skipgate::data::images::Normalize::from_data(train_set)?;
+    let (x, y) = skipgate::data::images::batch(
+        train_set,
+        &(0..64).collect::<Vec<_>>(),
+        &normalize,
+        None,
+        &mut rng,
+    )?;
+    let logits = net.forward(x.view(), Mode::Train)?;
+    let (_, d) = skipgate::loss::cross_entropy(logits.view(), &y, None)?;
+    let norms = net.backward(d.view())?.block_grad_norms;
     Ok(norms[0] / norms[norms.len() - 1])
 }
 

@@ -18,6 +18,7 @@ macro_rules! note {
     }};
 }
 
+mod eval;
 mod forward;
 mod lab;
 mod sample;
@@ -27,7 +28,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Gated recurrent networks (and, next, residual networks) from scratch: train, sample, run PyTorch weights.
+/// Residual and gated recurrent networks from scratch: train, evaluate, sample, run PyTorch weights.
 #[derive(Parser)]
 #[command(name = "skipgate", version, about, long_about = None)]
 struct Cli {
@@ -39,11 +40,13 @@ struct Cli {
 enum Command {
     /// The main job: the course module's experiments on embedded data, with a summary table.
     Lab(lab::LabArgs),
-    /// Train a recurrent model on a task (sum, adding, copy, charlm).
+    /// Train a model: recurrent on sum, adding, copy, charlm; residual on fashion-mnist, mnist, cifar10, digits.
     Train(Box<train::TrainArgs>),
     /// Generate text from a character-language-model checkpoint.
     Sample(sample::SampleArgs),
-    /// Run a PyTorch RNN/LSTM/GRU state_dict (safetensors) on inputs from a safetensors file.
+    /// Accuracy and confusion matrix of a trained image classifier.
+    Eval(eval::EvalArgs),
+    /// Run a PyTorch RNN/LSTM/GRU or ResNet state_dict (safetensors) on inputs from a safetensors file.
     Forward(forward::ForwardArgs),
 }
 
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Lab(a) => lab::run(a),
         Command::Train(a) => train::run(*a),
         Command::Sample(a) => sample::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Forward(a) => forward::run(a),
     };
     match result {

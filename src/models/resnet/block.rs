@@ -155,7 +155,7 @@ impl<F: Scalar> BasicBlock<F> {
             bn1: bn(cout)?,
             conv2: super::conv(Conv2dConfig::new(cout, cout, 3).padding(1).bias(false), rng)?,
             bn2: bn(cout)?,
-            shortcut: Shortcut::build(shortcut, plain, cin, cout, stride, rng)?,
+            shortcut: Shortcut::build(shortcut, plain, cin, cout, stride, true, rng)?,
             relu_out: ReluInPlace::default(),
         })
     }
@@ -242,7 +242,7 @@ impl<F: Scalar> Bottleneck<F> {
             bn2: bn(width)?,
             conv3: super::conv(Conv2dConfig::new(width, cout, 1).bias(false), rng)?,
             bn3: bn(cout)?,
-            shortcut: Shortcut::build(shortcut, plain, cin, cout, stride, rng)?,
+            shortcut: Shortcut::build(shortcut, plain, cin, cout, stride, true, rng)?,
             relu_out: ReluInPlace::default(),
         })
     }
@@ -301,8 +301,9 @@ impl<F: Scalar> Module<F> for Bottleneck<F> {
 
 /// The pre-activation block (He et al. 2016b, "Identity mappings in deep residual networks"):
 /// `p = relu(bn1(x))`, `y = conv2(relu(bn2(conv1(p)))) + shortcut`, where the shortcut is `x`
-/// itself, or (option A) `x` subsampled and padded, or (option B) a projection of `p`. Nothing
-/// follows the sum, so the identity path runs unobstructed from block to block.
+/// itself, or (option A) `x` subsampled and padded, or (option B) a 1×1 convolution of `p`
+/// (without BatchNorm). Nothing follows the sum, so the identity path runs unobstructed from
+/// block to block.
 pub struct PreActBlock<F: Scalar> {
     pub bn1: BatchNorm2d<F>,
     pub conv1: Conv2d<F>,
@@ -332,7 +333,7 @@ impl<F: Scalar> PreActBlock<F> {
             )?,
             bn2: bn(cout)?,
             conv2: super::conv(Conv2dConfig::new(cout, cout, 3).padding(1).bias(false), rng)?,
-            shortcut: Shortcut::build(shortcut, plain, cin, cout, stride, rng)?,
+            shortcut: Shortcut::build(shortcut, plain, cin, cout, stride, false, rng)?,
         })
     }
 

@@ -36,10 +36,11 @@ pub enum Shortcut<F: Scalar> {
         /// The input shape of the last train-mode forward.
         input_shape: Option<[usize; 4]>,
     },
-    /// Option B: `BN(conv1×1(x))`.
+    /// Option B: `BN(conv1×1(x))` (post-activation blocks), or `conv1×1(x)` alone in
+    /// pre-activation blocks, where the next block's BatchNorm normalises the sum.
     Projection {
         conv: Box<Conv2d<F>>,
-        bn: Box<BatchNorm2d<F>>,
+        bn: Option<Box<BatchNorm2d<F>>>,
     },
     /// No shortcut at all: the block of a plain network.
     None,
@@ -47,13 +48,15 @@ pub enum Shortcut<F: Scalar> {
 
 impl<F: Scalar> Shortcut<F> {
     /// The shortcut of a block mapping `cin` channels to `cout` with `stride`; `plain` gives
-    /// [`Shortcut::None`]. Draws the projection's weights from `rng` (Kaiming normal, fan-out).
+    /// [`Shortcut::None`]; `normalize` puts a BatchNorm after an option-B projection. Draws the
+    /// projection's weights from `rng` (Kaiming normal, fan-out).
     pub fn build(
         kind: ShortcutKind,
         plain: bool,
         cin: usize,
         cout: usize,
         stride: usize,
+        normalize: bool,
         rng: &mut Rng,
     ) -> Result<Self> {
         if plain {
@@ -84,7 +87,11 @@ impl<F: Scalar> Shortcut<F> {
                     Conv2dConfig::new(cin, cout, 1).stride(stride).bias(false),
                     rng,
                 )?),
-                bn: Box::new(BatchNorm2d::new(BatchNormConfig::new(cout))?),
+                bn: if normalize {
+                    Some(Box::new(BatchNorm2d::new(BatchNormConfig::new(cout))?))
+                } else {
+                    None
+                },
             },
         })
     }
@@ -112,7 +119,10 @@ impl<F: Scalar> Shortcut<F> {
             }
             Shortcut::Projection { conv, bn } => {
                 let a = conv.forward(x, mode)?;
-                Ok(Some(bn.forward(a.view(), mode)?))
+                match bn {
+                    Some(bn) => Ok(Some(bn.forward(a.view(), mode)?)),
+                    None => Ok(Some(a)),
+                }
             }
             Shortcut::None => Ok(None),
         }
@@ -137,10 +147,13 @@ impl<F: Scalar> Shortcut<F> {
                     .assign(&d_sum.slice(s![.., *before..*before + c, .., ..]));
                 Ok(Some(dx))
             }
-            Shortcut::Projection { conv, bn } => {
-                let da = bn.backward(d_sum)?;
-                Ok(Some(conv.backward(da.view())?))
-            }
+            Shortcut::Projection { conv, bn } => match bn {
+                Some(bn) => {
+                    let da = bn.backward(d_sum)?;
+                    Ok(Some(conv.backward(da.view())?))
+                }
+                None => Ok(Some(conv.backward(d_sum)?)),
+            },
             Shortcut::None => Ok(None),
         }
     }
@@ -181,7 +194,9 @@ impl<F: Scalar> Shortcut<F> {
             }
             Shortcut::Projection { conv, bn } => {
                 let mut a = conv.forward(x, mode)?;
-                bn.forward_in_place(&mut a, mode, false)?;
+                if let Some(bn) = bn {
+                    bn.forward_in_place(&mut a, mode, false)?;
+                }
                 let added = add_checked(sum, a.view());
                 scratch::recycle(a);
                 added
@@ -219,9 +234,15 @@ impl<F: Scalar> Shortcut<F> {
                 Ok(())
             }
             Shortcut::Projection { conv, bn } => {
-                let da = bn.backward(d_sum)?;
-                let d = conv.backward(da.view())?;
-                scratch::recycle(da);
+                let d = match bn {
+                    Some(bn) => {
+                        let da = bn.backward(d_sum)?;
+                        let d = conv.backward(da.view());
+                        scratch::recycle(da);
+                        d?
+                    }
+                    None => conv.backward(d_sum)?,
+                };
                 let added = add_checked(dx, d.view());
                 scratch::recycle(d);
                 added
@@ -267,12 +288,14 @@ impl<F: Scalar> Module<F> for Shortcut<F> {
     fn visit_params(&mut self, f: &mut ParamVisitor<'_, F>) {
         if let Shortcut::Projection { conv, bn } = self {
             visit_child_params("downsample.0", conv.as_mut(), f);
-            visit_child_params("downsample.1", bn.as_mut(), f);
+            if let Some(bn) = bn {
+                visit_child_params("downsample.1", bn.as_mut(), f);
+            }
         }
     }
 
     fn visit_buffers(&mut self, f: &mut BufferVisitor<'_, F>) {
-        if let Shortcut::Projection { bn, .. } = self {
+        if let Shortcut::Projection { bn: Some(bn), .. } = self {
             visit_child_buffers("downsample.1", bn.as_mut(), f);
         }
     }

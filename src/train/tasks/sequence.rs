@@ -1,159 +1,25 @@
-//! The training problems behind `skipgate train` and `skipgate lab`, each a [`TrainTask`].
-//!
-//! | task | input → target | model | metric |
-//! |---|---|---|---|
-//! | `sum` | X ~ U(0,1) `(N, T, 1)` → Σ_t x_t | [`SeqRegressor`] | test MSE (predicting the mean: ≈ T/12) |
-//! | `adding` | values and two markers `(B, T, 2)` → the marked sum | [`SeqRegressor`] | validation MSE (predicting 1: 1/6) |
-//! | `copy` | S symbols, D blanks, a delimiter → the S symbols | [`TokenRnn`] | validation cross-entropy, symbol accuracy |
-//! | `charlm` | text → next character | [`TokenRnn`] | validation loss in nats per character |
+//! The sequence tasks: the sum of a sequence, the adding problem, the copy task, character-level
+//! language modelling.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use ndarray::{Array2, Array3};
-use serde::{Deserialize, Serialize};
 
 use crate::data::tasks::{IGNORE, SeqRegression, SeqTokens, adding_problem, copy_task, sum_task};
 use crate::data::text::{CharVocab, StreamBatches, TextCorpus, TokenBatch};
 use crate::io::TensorFile;
 use crate::loss::{cross_entropy, mse_loss};
 use crate::models::{SeqRegressor, TokenRnn, TokenRnnConfig};
-use crate::rnn::{CellKind, RecurrentConfig, RecurrentInit, RnnState};
-use crate::{Error, Mode, Module, Result, Rng};
+use crate::rnn::RnnState;
+use crate::{Error, Mode, Result, Rng};
 
-/// The recurrent architecture a task trains.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelSpec {
-    /// Cell type.
-    pub kind: CellKind,
-    /// Hidden units per direction.
-    pub hidden: usize,
-    /// Stacked recurrent layers.
-    pub layers: usize,
-    /// Two directions.
-    pub bidirectional: bool,
-    /// Dropout between recurrent layers (training only).
-    pub dropout: f64,
-    /// Embedding width for token tasks (ignored by regression tasks).
-    pub embedding: usize,
-    /// Initialisation options.
-    pub init: RecurrentInit,
-}
-
-impl ModelSpec {
-    /// One unidirectional layer of `hidden` units, no dropout, embedding 64, default init.
-    pub fn new(kind: CellKind, hidden: usize) -> Self {
-        ModelSpec {
-            kind,
-            hidden,
-            layers: 1,
-            bidirectional: false,
-            dropout: 0.0,
-            embedding: 64,
-            init: RecurrentInit::default(),
-        }
-    }
-
-    fn recurrent(&self, input_size: usize) -> RecurrentConfig {
-        RecurrentConfig::new(self.kind, input_size, self.hidden)
-            .layers(self.layers)
-            .bidirectional(self.bidirectional)
-            .dropout(self.dropout)
-            .batch_first(true)
-    }
-}
-
-/// Which problem to train on, with its sizes. Stored in checkpoints.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "task", rename_all = "kebab-case")]
-pub enum TaskSpec {
-    /// The course's sum-of-sequence regression: a fixed training set of `train_size` sequences.
-    Sum {
-        seq_len: usize,
-        train_size: usize,
-        test_size: usize,
-    },
-    /// The adding problem, a fresh batch every step.
-    Adding { seq_len: usize, val_size: usize },
-    /// The copy task, a fresh batch every step.
-    Copy {
-        symbols: usize,
-        len: usize,
-        delay: usize,
-        val_size: usize,
-    },
-    /// Character-level language modelling.
-    CharLm {
-        /// Characters per training window.
-        seq_len: usize,
-        /// Fraction of the text used for training (the rest, at the end, for validation).
-        train_fraction: f64,
-        /// Carry the state across consecutive windows of `batch` parallel streams (truncated
-        /// BPTT) instead of drawing independent random windows.
-        tbptt: bool,
-        /// The text file; `None` is the embedded tiny Shakespeare.
-        text: Option<PathBuf>,
-        /// Evaluate on at most this many validation batches (`None`: the whole split).
-        val_batches: Option<usize>,
-    },
-}
-
-impl TaskSpec {
-    /// The CLI name of the task.
-    pub fn name(&self) -> &'static str {
-        match self {
-            TaskSpec::Sum { .. } => "sum",
-            TaskSpec::Adding { .. } => "adding",
-            TaskSpec::Copy { .. } => "copy",
-            TaskSpec::CharLm { .. } => "charlm",
-        }
-    }
-}
-
-/// One optimisation step's numbers.
-#[derive(Clone, Copy, Debug)]
-pub struct StepStats {
-    /// The training loss of the batch.
-    pub loss: f64,
-    /// Items processed (sequences, or characters for language models).
-    pub items: usize,
-}
-
-/// Named evaluation results; the first one is the headline metric.
-pub type Metrics = Vec<(String, f64)>;
-
-/// What the training loop needs from a problem.
-pub trait TrainTask {
-    /// The model trained.
-    type Model: Module<f32>;
-
-    /// A freshly initialised model (draws from `rng`).
-    fn build_model(&self, rng: &mut Rng) -> Result<Self::Model>;
-
-    /// Draws a batch (from `rng`), runs forward, the loss and backward; gradients accumulate in
-    /// the model (the loop zeroes them before, clips and steps after).
-    fn step(&mut self, model: &mut Self::Model, rng: &mut Rng) -> Result<StepStats>;
-
-    /// Evaluates on held-out data; deterministic.
-    fn evaluate(&mut self, model: &mut Self::Model) -> Result<Metrics>;
-
-    /// What an item is, for throughput ("seq", "char").
-    fn item_name(&self) -> &'static str;
-
-    /// Metadata stored with the model: enough to rebuild it (`skipgate.task`, `skipgate.model`, …).
-    fn metadata(&self) -> BTreeMap<String, String>;
-
-    /// Adds the task's own resumable state (e.g. stream positions) to a checkpoint.
-    fn save_state(&self, _file: &mut TensorFile) {}
-
-    /// Restores what [`TrainTask::save_state`] wrote.
-    fn load_state(&mut self, _file: &TensorFile) -> Result<()> {
-        Ok(())
-    }
-}
+use super::{Metrics, ModelSpec, RunFile, StepStats, TaskSpec, TrainTask};
 
 /// Metadata keys shared by every task.
-fn base_metadata(task: &TaskSpec, model: &ModelSpec) -> BTreeMap<String, String> {
+pub(super) fn base_metadata(
+    task: &TaskSpec,
+    model: &impl serde::Serialize,
+) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     m.insert(
         "skipgate.task".into(),
@@ -168,7 +34,7 @@ fn base_metadata(task: &TaskSpec, model: &ModelSpec) -> BTreeMap<String, String>
 }
 
 /// Seeds of the held-out sets, fixed so every run and every model is evaluated on the same data.
-const VAL_SEED: u64 = 0x5EED_0F7E_57AB;
+pub(super) const VAL_SEED: u64 = 0x5EED_0F7E_57AB;
 
 /// Mean squared error of predicting the training targets' mean on `data`.
 fn mean_predictor_mse(train_y: &Array2<f32>, data: &SeqRegression<f32>) -> f64 {
@@ -280,6 +146,7 @@ impl TrainTask for RegressionTask {
         Ok(StepStats {
             loss: loss as f64,
             items: data.len(),
+            correct: None,
         })
     }
 
@@ -399,6 +266,7 @@ impl TrainTask for CopyTask {
         Ok(StepStats {
             loss: loss as f64,
             items: data.len(),
+            correct: None,
         })
     }
 
@@ -552,6 +420,7 @@ impl TrainTask for CharLmTask {
         Ok(StepStats {
             loss: loss as f64,
             items: targets.len(),
+            correct: None,
         })
     }
 
@@ -641,30 +510,17 @@ fn to3(a: ndarray::ArrayD<f32>) -> Result<Array3<f32>> {
 /// `skipgate.model` and `skipgate.vocab` metadata), or its tensors do not fit the architecture
 /// its metadata describes.
 pub fn load_char_lm(path: &std::path::Path) -> Result<(TokenRnn<f32>, CharVocab)> {
-    let source = path.display().to_string();
-    let file = TensorFile::read(path)?;
-    let bad = |msg: String| Error::Checkpoint {
-        path: source.clone(),
-        msg,
-    };
-    let meta = |key: &str| {
-        file.metadata
-            .get(key)
-            .ok_or_else(|| bad(format!("has no {key} metadata: expected the model.safetensors of a `skipgate train --task charlm` run")))
-    };
-    let task: TaskSpec = serde_json::from_str(meta("skipgate.task")?)
-        .map_err(|e| bad(format!("skipgate.task: {e}")))?;
-    if !matches!(task, TaskSpec::CharLm { .. }) {
-        return Err(bad(format!(
+    const EXPECTED: &str = "a `skipgate train --task charlm` run";
+    let run = RunFile::read(path, EXPECTED)?;
+    if !matches!(run.task, TaskSpec::CharLm { .. }) {
+        return Err(run.error(format!(
             "holds a model trained on the {} task, not a character language model (charlm)",
-            task.name()
+            run.task.name()
         )));
     }
-    let spec: ModelSpec = serde_json::from_str(meta("skipgate.model")?)
-        .map_err(|e| bad(format!("skipgate.model: {e}")))?;
-    let vocab = CharVocab::from_chars(meta("skipgate.vocab")?.clone())?;
+    let spec: ModelSpec = run.json("skipgate.model", EXPECTED)?;
+    let vocab = CharVocab::from_chars(run.text("skipgate.vocab", EXPECTED)?.to_string())?;
     let mut model = token_model(&spec, vocab.len(), vocab.len(), &mut Rng::seed(0))?;
-    // A training checkpoint also holds the optimizer's and the task's state: only the weights load.
-    crate::io::load_state_dict(&mut model, &super::model_tensors(&file), &source)?;
+    run.load_weights(&mut model)?;
     Ok((model, vocab))
 }
