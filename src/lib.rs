@@ -34,6 +34,7 @@
 //! | [`optim`] | SGD, Adam, AdamW, gradient clipping, learning-rate schedules |
 //! | [`io`] | safetensors checkpoints with PyTorch names, atomic writes, resume state |
 //! | [`data`] | synthetic sequence tasks, character-level text, image datasets |
+//! | [`report`] | SVG line plots and self-contained HTML reports (figures with their CSV data) |
 //! | [`train`] | the training loop behind `skipgate train` and `skipgate lab` |
 
 pub mod data;
@@ -49,6 +50,7 @@ pub mod models;
 pub mod module;
 pub mod ops;
 pub mod optim;
+pub mod report;
 pub mod rng;
 pub mod rnn;
 pub mod scalar;

@@ -2,7 +2,7 @@
 //! good checkpoint kept, the metrics log, and checkpoints that refuse a different run.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use skipgate::io::TensorFile;
 use skipgate::optim::{LrSchedule, OptimizerKind, OptimizerSpec, Schedule};
@@ -222,6 +222,14 @@ fn nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
     );
     let model = TensorFile::read(dir.path().join("model.safetensors")).unwrap();
     assert_eq!(model.metadata["skipgate.step"], "20");
+    // The report is written anyway, says why training stopped and shows the 26 good steps.
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(
+        html.contains("Training stopped early: training stopped at step 27"),
+        "{html}"
+    );
+    let loss = report_csv(&dir.path().join("report-loss.csv"));
+    assert_eq!(series(&loss, PER_STEP).len(), 26);
 }
 
 #[test]
@@ -307,4 +315,208 @@ fn csv_log_has_a_header_and_one_row_per_step_and_evaluation() {
     assert_eq!(summary["report"]["steps"], 10);
     assert_eq!(summary["settings"]["task"]["task"], "sum");
     assert_eq!(summary["settings"]["model"]["hidden"], 10);
+}
+
+/// Rows `(series, x, y)` of a figure's CSV (none of the run report's series names needs quoting).
+fn report_csv(path: &Path) -> Vec<(String, f64, f64)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            assert_eq!(c.len(), 3, "{l}");
+            (
+                c[0].to_string(),
+                c[1].parse().unwrap(),
+                c[2].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The `(x, y)` points of one series of a figure's CSV.
+fn series(rows: &[(String, f64, f64)], name: &str) -> Vec<(f64, f64)> {
+    rows.iter()
+        .filter(|r| r.0 == name)
+        .map(|r| (r.1, r.2))
+        .collect()
+}
+
+const PER_STEP: &str = "loss of the step's batch";
+
+/// `(step, value)` of `key` in the records of `kind` of `metrics.jsonl`, read independently of
+/// the library.
+fn logged(dir: &Path, kind: &str, key: &str) -> Vec<(f64, f64)> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == kind)
+        .map(|v| (v["step"].as_f64().unwrap(), v[key].as_f64().unwrap()))
+        .collect()
+}
+
+fn report_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name == "report.html" || (name.starts_with("report-") && name.ends_with(".csv"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn sum_run(dir: &Path, steps: u64) -> TrainOptions {
+    TrainOptions {
+        out_dir: Some(dir.to_path_buf()),
+        eval_every: 10,
+        clip: Some(1.0),
+        seed: 5,
+        label: "sum rnn".into(),
+        command: "skipgate train --task sum --steps 30 --seed 5 --label '<&>'".into(),
+        ..TrainOptions::new(steps, OptimizerSpec::new(OptimizerKind::Adam, 0.01))
+    }
+}
+
+/// A run writes report.html with a figure per quantity (loss, held-out MSE, learning rate,
+/// gradient norm), each captioned with the command and seed, and CSVs equal to the metrics log.
+#[test]
+fn train_writes_a_report_whose_figures_match_the_metrics_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut task =
+        RegressionTask::new(sum_spec(), ModelSpec::new(CellKind::Tanh, 10), 100, 5).unwrap();
+    train(&mut task, &sum_run(d, 30)).unwrap();
+
+    let html = std::fs::read_to_string(d.join("report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 4);
+    for (id, title) in [
+        ("report-loss", "Training loss"),
+        ("report-eval-mse", "Held-out mean squared error"),
+        ("report-lr", "Learning rate"),
+        ("report-grad-norm", "Gradient norm"),
+    ] {
+        assert!(
+            html.contains(&format!("<figure id=\"{id}\">\n<h2>{title}</h2>")),
+            "{id}"
+        );
+        assert!(html.contains(&format!("<a href=\"{id}.csv\">")), "{id}");
+        assert!(d.join(format!("{id}.csv")).exists(), "{id}");
+    }
+    let caption = "Command: <code>skipgate train --task sum --steps 30 --seed 5 --label \
+                   &#39;&lt;&amp;&gt;&#39;</code>; seed 5.";
+    assert_eq!(html.matches(caption).count(), 4, "{html}");
+    assert!(html.contains("<title>Training run: sum rnn</title>"));
+    assert!(html.contains("<td>test_mse (step 30)</td>"));
+
+    // The CSVs hold the logged numbers exactly.
+    let loss = report_csv(&d.join("report-loss.csv"));
+    let logged_loss = logged(d, "train", "loss");
+    assert_eq!(logged_loss.len(), 30);
+    assert_eq!(series(&loss, PER_STEP), logged_loss);
+    let mean = series(&loss, "mean of the last 50 steps");
+    for (i, (step, m)) in mean.iter().enumerate() {
+        let want = logged_loss[..=i].iter().map(|p| p.1).sum::<f64>() / (i + 1) as f64;
+        assert_eq!(*step, logged_loss[i].0);
+        assert!(
+            (m - want).abs() <= 1e-12 * want,
+            "step {step}: {m} vs {want}"
+        );
+    }
+    assert!(
+        std::fs::read_to_string(d.join("report-loss.csv"))
+            .unwrap()
+            .starts_with("series,training step,training loss (MSE)\n")
+    );
+    let mse = report_csv(&d.join("report-eval-mse.csv"));
+    assert_eq!(series(&mse, "test_mse"), logged(d, "eval", "test_mse"));
+    assert_eq!(
+        series(&mse, "baseline_mse"),
+        logged(d, "eval", "baseline_mse")
+    );
+    assert_eq!(
+        series(&mse, "test_mse")
+            .iter()
+            .map(|p| p.0)
+            .collect::<Vec<_>>(),
+        [10.0, 20.0, 30.0]
+    );
+    let lr = report_csv(&d.join("report-lr.csv"));
+    assert_eq!(series(&lr, "learning rate"), logged(d, "train", "lr"));
+    assert!(lr.iter().all(|r| r.2 == 0.01));
+    let norm = report_csv(&d.join("report-grad-norm.csv"));
+    assert_eq!(
+        series(&norm, "global gradient norm"),
+        logged(d, "train", "grad_norm")
+    );
+    assert_eq!(
+        series(&norm, "clipping threshold"),
+        [(1.0, 1.0), (30.0, 1.0)]
+    );
+}
+
+/// The same run twice (same seed, same command) writes byte-identical report files.
+#[test]
+fn the_same_run_twice_gives_identical_report_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for d in [&a, &b] {
+        let mut task =
+            RegressionTask::new(sum_spec(), ModelSpec::new(CellKind::Gru, 6), 32, 5).unwrap();
+        train(&mut task, &sum_run(d, 30)).unwrap();
+    }
+    let (fa, fb) = (report_files(&a), report_files(&b));
+    assert_eq!(fa.len(), 5, "{fa:?}");
+    for (x, y) in fa.iter().zip(&fb) {
+        assert_eq!(x.file_name(), y.file_name());
+        assert!(
+            std::fs::read(x).unwrap() == std::fs::read(y).unwrap(),
+            "{} differs",
+            x.display()
+        );
+    }
+}
+
+/// A resumed run's report covers the whole history (here from a CSV log), and overwriting a
+/// run removes every report file of the old run.
+#[test]
+fn resumed_run_report_covers_the_whole_history_and_overwrite_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let make =
+        || RegressionTask::new(sum_spec(), ModelSpec::new(CellKind::Tanh, 10), 100, 5).unwrap();
+    let first = TrainOptions {
+        log_format: LogFormat::Csv,
+        ..sum_run(d, 20)
+    };
+    train(&mut make(), &first).unwrap();
+    let resumed = TrainOptions {
+        steps: 40,
+        resume: true,
+        ..first.clone()
+    };
+    train(&mut make(), &resumed).unwrap();
+    let html = std::fs::read_to_string(d.join("report.html")).unwrap();
+    assert!(html.contains("resumed the run at step 20"), "{html}");
+    assert!(html.contains("(metrics.csv): 40 training steps and 4 evaluations"));
+    let loss = report_csv(&d.join("report-loss.csv"));
+    let steps: Vec<f64> = series(&loss, PER_STEP).iter().map(|p| p.0).collect();
+    assert_eq!(steps, (1..=40).map(|s| s as f64).collect::<Vec<_>>());
+    let mse = report_csv(&d.join("report-eval-mse.csv"));
+    assert_eq!(series(&mse, "test_mse").len(), 4);
+
+    std::fs::write(d.join("report-eval-old.csv"), "stale").unwrap();
+    let again = TrainOptions {
+        overwrite: true,
+        steps: 3,
+        eval_every: 0,
+        ..first
+    };
+    train(&mut make(), &again).unwrap();
+    assert!(!d.join("report-eval-old.csv").exists());
+    let loss = report_csv(&d.join("report-loss.csv"));
+    assert_eq!(series(&loss, PER_STEP).len(), 3);
 }

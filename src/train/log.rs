@@ -196,3 +196,89 @@ fn record_step(line: &str, format: LogFormat) -> Option<u64> {
         LogFormat::Csv => line.split(',').next()?.parse().ok(),
     }
 }
+
+/// Reads back the log `dir/metrics.jsonl` or `dir/metrics.csv` (as [`MetricsLog`] writes it), in
+/// file order. `NaN` and infinities (written as strings in JSON) come back as such. Lines that
+/// cannot be read (e.g. a last line cut short by a crash) and records of unknown kinds are
+/// skipped; evaluation metrics keep the order of the CSV columns (JSON: alphabetical).
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be read.
+pub fn read_log(dir: &Path, format: LogFormat) -> Result<Vec<Record>> {
+    let path = dir.join(format.file_name());
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let kind = |k: &str| match k {
+        "train" => Some("train"),
+        "eval" => Some("eval"),
+        _ => None,
+    };
+    let mut records = Vec::new();
+    match format {
+        LogFormat::Jsonl => {
+            for line in text.lines() {
+                let Ok(serde_json::Value::Object(obj)) = serde_json::from_str(line) else {
+                    continue;
+                };
+                let (Some(step), Some(k)) = (
+                    obj.get("step").and_then(|s| s.as_u64()),
+                    obj.get("kind").and_then(|k| k.as_str()).and_then(kind),
+                ) else {
+                    continue;
+                };
+                let num = |v: &serde_json::Value| match v {
+                    serde_json::Value::String(s) => s.parse::<f64>().ok(),
+                    v => v.as_f64(),
+                };
+                let mut r = Record {
+                    step,
+                    kind: k,
+                    ..Record::default()
+                };
+                for (key, v) in &obj {
+                    let v = num(v);
+                    match key.as_str() {
+                        "step" | "kind" => {}
+                        "loss" => r.loss = v,
+                        "accuracy" => r.accuracy = v,
+                        "lr" => r.lr = v,
+                        "grad_norm" => r.grad_norm = v,
+                        "items_per_s" => r.items_per_s = v,
+                        other => r.metrics.extend(v.map(|v| (other.to_string(), v))),
+                    }
+                }
+                records.push(r);
+            }
+        }
+        LogFormat::Csv => {
+            let mut lines = text.lines();
+            let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+            for line in lines {
+                let cells: Vec<&str> = line.split(',').collect();
+                if cells.len() != header.len() {
+                    continue;
+                }
+                let (Ok(step), Some(k)) = (cells[0].parse::<u64>(), kind(cells[1])) else {
+                    continue;
+                };
+                let mut r = Record {
+                    step,
+                    kind: k,
+                    ..Record::default()
+                };
+                for (col, cell) in header.iter().zip(&cells).skip(2) {
+                    let v = cell.parse::<f64>().ok();
+                    match *col {
+                        "loss" => r.loss = v,
+                        "accuracy" => r.accuracy = v,
+                        "lr" => r.lr = v,
+                        "grad_norm" => r.grad_norm = v,
+                        "items_per_s" => r.items_per_s = v,
+                        other => r.metrics.extend(v.map(|v| (other.to_string(), v))),
+                    }
+                }
+                records.push(r);
+            }
+        }
+    }
+    Ok(records)
+}

@@ -10,9 +10,13 @@
 //!   metadata: what `skipgate sample` and PyTorch's `load_state_dict` read;
 //! * `checkpoint.safetensors`: the weights, the optimizer state (`optim.*`), the task's own state
 //!   (`task.*`) and the step and RNG state in the metadata: what `--resume` reads;
-//! * `metrics.jsonl` or `metrics.csv`, and `summary.json`.
+//! * `metrics.jsonl` or `metrics.csv`, and `summary.json`;
+//! * `report.html` with its `report-*.csv` files: the figures of the metrics log (loss,
+//!   evaluations, learning rate, gradient norm), the final metrics and the settings
+//!   ([`report::run_report`]), written at the end of the run and when training stops on a NaN.
 
 pub mod log;
+pub mod report;
 pub mod tasks;
 
 use std::collections::BTreeMap;
@@ -28,7 +32,7 @@ use crate::optim::{
 };
 use crate::{Error, Module, Result, Rng};
 
-pub use log::{LogFormat, MetricsLog, Record};
+pub use log::{LogFormat, MetricsLog, Record, read_log};
 pub use tasks::{Metrics, ModelSpec, StepStats, TaskSpec, TrainTask};
 
 /// How to train.
@@ -60,8 +64,11 @@ pub struct TrainOptions {
     pub overwrite: bool,
     /// Draw a progress bar on the terminal (and print evaluations on their own lines).
     pub progress: bool,
-    /// Label shown before the progress bar.
+    /// Label shown before the progress bar (and in the report's title).
     pub label: String,
+    /// The command line that reproduces the run, quoted in every caption of `report.html`
+    /// (the CLI fills it in; empty: the report says it was not recorded).
+    pub command: String,
 }
 
 impl TrainOptions {
@@ -84,7 +91,7 @@ impl TrainOptions {
     }
 
     /// `steps` steps of `optimizer`, no clipping, evaluation and checkpoint only at the end,
-    /// nothing written, seed 0, no progress bar.
+    /// nothing written, seed 0, no progress bar, no command recorded.
     pub fn new(steps: u64, optimizer: OptimizerSpec) -> Self {
         TrainOptions {
             steps,
@@ -100,6 +107,7 @@ impl TrainOptions {
             overwrite: false,
             progress: false,
             label: String::new(),
+            command: String::new(),
         }
     }
 }
@@ -160,13 +168,17 @@ fn schedule_name(s: &LrSchedule) -> String {
     format!("{} warmup {}", s.schedule, s.warmup_steps)
 }
 
-/// The files a run directory holds.
-const RUN_FILES: [&str; 5] = [
+/// The files a run directory holds (besides the other `report-*.csv` figure data).
+const RUN_FILES: [&str; 9] = [
     MODEL,
     CHECKPOINT,
     "metrics.jsonl",
     "metrics.csv",
     "summary.json",
+    crate::report::REPORT_FILE,
+    "report-loss.csv",
+    "report-lr.csv",
+    "report-grad-norm.csv",
 ];
 
 /// The weights of a checkpoint or model file: every tensor but the optimizer's (`optim.*`) and the
@@ -264,11 +276,17 @@ pub fn train<T: TrainTask>(task: &mut T, opts: &TrainOptions) -> Result<(T::Mode
         let stats = task.step(&mut model, &mut rng)?;
         if !stats.loss.is_finite() {
             bar.abandon();
-            return Err(Error::NonFinite {
-                step: done,
-                what: "the training loss",
-                value: stats.loss,
-            });
+            return Err(stopped(
+                opts,
+                &metadata,
+                start,
+                &notes,
+                Error::NonFinite {
+                    step: done,
+                    what: "the training loss",
+                    value: stats.loss,
+                },
+            ));
         }
         let norm = match opts.clip {
             Some(max) => clip_grad_norm(&mut model, max),
@@ -276,11 +294,17 @@ pub fn train<T: TrainTask>(task: &mut T, opts: &TrainOptions) -> Result<(T::Mode
         };
         if !norm.is_finite() {
             bar.abandon();
-            return Err(Error::NonFinite {
-                step: done,
-                what: "the gradient norm",
-                value: norm,
-            });
+            return Err(stopped(
+                opts,
+                &metadata,
+                start,
+                &notes,
+                Error::NonFinite {
+                    step: done,
+                    what: "the gradient norm",
+                    value: norm,
+                },
+            ));
         }
         optimizer.step(&mut model)?;
         let dt = ts.elapsed().as_secs_f64();
@@ -403,8 +427,24 @@ pub fn train<T: TrainTask>(task: &mut T, opts: &TrainOptions) -> Result<(T::Mode
         });
         let json = serde_json::to_string_pretty(&summary).expect("serialisable");
         write_atomic(&dir.join("summary.json"), json.as_bytes())?;
+        report::write_run_report(dir, opts, &metadata, start, &report.notes, None)?;
     }
     Ok((model, report))
+}
+
+/// Writes the report of a run that training stopped early (best effort: the stop is the error
+/// worth reporting, not a failure to write the page) and returns `err`.
+fn stopped(
+    opts: &TrainOptions,
+    metadata: &BTreeMap<String, String>,
+    start: u64,
+    notes: &[String],
+    err: Error,
+) -> Error {
+    if let Some(dir) = &opts.out_dir {
+        let _ = report::write_run_report(dir, opts, metadata, start, notes, Some(&err));
+    }
+    err
 }
 
 /// Writes `model.safetensors` and `checkpoint.safetensors`, each atomically.
@@ -525,8 +565,16 @@ fn prepare_fresh_run(dir: &Path, overwrite: bool) -> Result<()> {
         ));
     }
     if overwrite {
-        for f in RUN_FILES {
-            let path = dir.join(f);
+        let mut files: Vec<PathBuf> = RUN_FILES.iter().map(|f| dir.join(f)).collect();
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(report::REPORT_CSV_PREFIX) && name.ends_with(".csv") {
+                    files.push(entry.path());
+                }
+            }
+        }
+        for path in files {
             if path.exists() {
                 std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
             }
