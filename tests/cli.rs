@@ -100,6 +100,20 @@ fn train_sum_writes_a_run_directory_and_a_summary() {
         p(&out),
     ]);
     assert!(s.contains("steps            400 (from 300)"), "{s}");
+    // report.html: four figures, captioned with the command line of the resumed invocation,
+    // covering all 400 steps.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 4);
+    let command = format!(
+        "<code>skipgate train --task sum --steps 400 --quiet --resume --out {}</code>; seed 0.",
+        p(&out)
+    );
+    assert_eq!(html.matches(&command).count(), 4, "{command}\n{html}");
+    let loss = std::fs::read_to_string(out.join("report-loss.csv")).unwrap();
+    assert_eq!(
+        loss.lines().filter(|l| l.starts_with("loss of")).count(),
+        400
+    );
 }
 
 #[test]
@@ -916,4 +930,29 @@ fn image_tasks_refuse_sequence_options_and_missing_data() {
         e.contains("--data-dir") && e.contains("fashion-mnist"),
         "{e}"
     );
+}
+
+/// The command in the report's captions is the one to paste into a shell: arguments with
+/// spaces or quotes come out quoted.
+#[test]
+fn train_records_its_command_line_quoted_for_a_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("it's a run");
+    ok(&[
+        "train",
+        "--task",
+        "sum",
+        "--steps",
+        "3",
+        "--quiet",
+        "--out",
+        p(&out),
+    ]);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let quoted = format!("'{}/it'\\''s a run'", p(dir.path()));
+    let want = format!(
+        "<code>skipgate train --task sum --steps 3 --quiet --out {}</code>",
+        skipgate::report::escape(&quoted)
+    );
+    assert_eq!(html.matches(&want).count(), 4, "{want}");
 }

@@ -513,10 +513,16 @@ fn resumed_run_report_covers_the_whole_history_and_overwrite_removes_it() {
         overwrite: true,
         steps: 3,
         eval_every: 0,
+        clip: Some(1e6),
         ..first
     };
     train(&mut make(), &again).unwrap();
     assert!(!d.join("report-eval-old.csv").exists());
     let loss = report_csv(&d.join("report-loss.csv"));
     assert_eq!(series(&loss, PER_STEP).len(), 3);
+    // A threshold far above every norm is named in the caption, not drawn.
+    let norm = report_csv(&d.join("report-grad-norm.csv"));
+    assert!(series(&norm, "clipping threshold").is_empty());
+    let html = std::fs::read_to_string(d.join("report.html")).unwrap();
+    assert!(html.contains("clipped to norm 1000000") && html.contains("never acted"));
 }

@@ -136,6 +136,12 @@ pub fn run_report(
             None => groups.push((kind, vec![name])),
         }
     }
+    // Errors first, then accuracies, then anything else (JSON logs list metrics alphabetically).
+    groups.sort_by_key(|g| match g.0.as_str() {
+        "mse" | "loss" => 0,
+        "accuracy" => 1,
+        _ => 2,
+    });
     for (kind, names) in &groups {
         let percent = kind == "accuracy";
         let series: Vec<Series> = names
@@ -222,13 +228,21 @@ pub fn run_report(
         .iter()
         .filter_map(|r| Some((r.step as f64, r.grad_norm?)))
         .collect();
+    // The threshold is drawn when the norms come near it; far above them it would only squash
+    // the curve, and the caption says where it is instead.
+    let max_norm = norm
+        .iter()
+        .map(|p| p.1)
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max);
+    let threshold = opts.clip.filter(|&c| max_norm >= 0.5 * c);
     let mut values: Vec<f64> = norm.iter().map(|p| p.1).collect();
-    values.extend(opts.clip);
+    values.extend(threshold);
     let scale = Scale::auto(values);
     let mut plot = Plot::new(step_label, "gradient norm ‖g‖₂")
         .y_scale(scale)
         .series(Series::new("global gradient norm", norm.clone()));
-    if let (Some(c), Some(first), Some(last)) = (opts.clip, norm.first(), norm.last()) {
+    if let (Some(c), Some(first), Some(last)) = (threshold, norm.first(), norm.last()) {
         plot = plot
             .series(Series::new("clipping threshold", vec![(first.0, c), (last.0, c)]).dashed());
     }
@@ -237,11 +251,16 @@ pub fn run_report(
         "Gradient norm",
         format!(
             "The L2 norm of all parameter gradients together at every step, before clipping.{}{}",
-            match opts.clip {
-                Some(c) => format!(
+            match (opts.clip, threshold) {
+                (Some(c), Some(_)) => format!(
                     " Dashed: the clipping threshold {c}; gradients above it were scaled down to norm {c}."
                 ),
-                None => " No clipping.".to_string(),
+                (Some(c), None) => format!(
+                    " Gradients were clipped to norm {c}, more than twice the largest norm shown \
+                     ({}): clipping never acted.",
+                    fmt_value(max_norm)
+                ),
+                (None, _) => " No clipping.".to_string(),
             },
             log_note(scale)
         ),
