@@ -263,6 +263,16 @@ fn non_finite_and_non_positive_points_are_skipped() {
     let svg = Plot::new("x", "y").series(Series::new("s", many)).to_svg();
     assert_eq!(svg.matches("<circle").count(), 0);
     assert_eq!(svg.matches("<polyline").count(), 1);
+    // A dashed reference line: no markers either.
+    let svg = Plot::new("x", "y")
+        .series(Series::new("s", vec![(0.0, 1.0), (1.0, 1.0)]).dashed())
+        .to_svg();
+    assert_eq!(svg.matches("<circle").count(), 0);
+    assert_eq!(
+        svg.matches("stroke-dasharray=\"6 4\"").count(),
+        2,
+        "line and legend"
+    );
 }
 
 #[test]

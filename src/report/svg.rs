@@ -268,7 +268,8 @@ impl Plot {
     /// The plot as an SVG element of [`WIDTH`]×[`HEIGHT`]: white background, grid lines at the
     /// labelled ticks, a frame around the plot area, tick marks and labels, the axis labels (the
     /// y label rotated), one polyline per series (broken where a point cannot be drawn), circle
-    /// markers on series of at most [`MARKER_LIMIT`] points, the legend above the plot area, and
+    /// markers on solid series of at most [`MARKER_LIMIT`] points and on isolated points, the
+    /// legend above the plot area, and
     /// "no data" in the middle when nothing can be drawn.
     pub fn to_svg(&self) -> String {
         let l = self.layout();
@@ -395,9 +396,9 @@ impl Plot {
                     pts.join(" ")
                 );
             }
-            // A lone point would be invisible without a marker.
+            // A lone point would be invisible without a marker; reference lines get none.
             for seg in &segments {
-                if n <= MARKER_LIMIT || seg.len() == 1 {
+                if (n <= MARKER_LIMIT && !series.dashed) || seg.len() == 1 {
                     for (x, y) in seg {
                         let _ = writeln!(
                             s,
