@@ -34,10 +34,12 @@
 //! | [`optim`] | SGD, Adam, AdamW, gradient clipping, learning-rate schedules |
 //! | [`io`] | safetensors checkpoints with PyTorch names, atomic writes, resume state |
 //! | [`data`] | synthetic sequence tasks, character-level text, image datasets |
+//! | [`diag`] | gradient-flow probes: ‖∂L/∂h_t‖ through time, ‖∂L/∂x‖ through depth, singular values |
 //! | [`report`] | SVG line plots and self-contained HTML reports (figures with their CSV data) |
 //! | [`train`] | the training loop behind `skipgate train` and `skipgate lab` |
 
 pub mod data;
+pub mod diag;
 pub mod error;
 pub mod fastmath;
 pub mod gemm;

@@ -463,26 +463,77 @@ fn train_rejects_bad_options_with_clear_messages() {
 }
 
 #[test]
-fn lab_quick_prints_every_experiment_and_the_summary_table() {
+fn lab_quick_prints_every_experiment_and_writes_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let s = ok(&["lab", "--quick", "--quiet", "--out", p(dir.path())]);
     for needle in [
         "1. The course's example",
         "2. The adding problem",
-        "3. A character-level LSTM",
+        "3. The gradient through time",
+        "4. A character-level LSTM",
         "sample (temperature 0.8)",
-        "| sum of a sequence (T=5)",
-        "| adding problem (T=50)      | rnn 64",
-        "| adding problem (T=50)      | lstm 64 (forget bias 1)",
-        "| adding problem (T=50)      | gru 64",
-        "| char LM, tiny Shakespeare",
-        "4. The degradation problem",
-        "| degradation, 8×8 digits    | plain14",
-        "| degradation, 8×8 digits    | resnet14",
+        "5. The degradation problem",
+        "Summary",
+        "sum of a sequence (T=5)",
+        "lstm 64 (forget bias 1)",
+        "gradient reach, T=100, init",
+        "char LM, tiny Shakespeare",
+        "degradation, 8×8 digits",
     ] {
         assert!(s.contains(needle), "missing {needle:?} in:\n{s}");
     }
+    for model in ["plain8", "plain14", "resnet8", "resnet14"] {
+        assert!(
+            s.lines()
+                .any(|l| l.contains("degradation, 8×8 digits") && l.contains(model)),
+            "no summary row for {model}:\n{s}"
+        );
+        assert!(
+            dir.path()
+                .join(format!("digits-{model}/model.safetensors"))
+                .exists()
+        );
+    }
     assert!(dir.path().join("charlm-lstm/model.safetensors").exists());
+
+    // The lab's own page: every figure inline, each with its CSV beside the page.
+    let page = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    let ids = [
+        "sum-mse",
+        "adding-val-mse",
+        "gradient-time-init",
+        "gradient-time-adding-trained",
+        "charlm-loss",
+        "degradation-train-loss",
+        "gradient-depth-init",
+        "gradient-depth-trained",
+    ];
+    assert_eq!(page.matches("<figure").count(), ids.len(), "{page}");
+    assert_eq!(page.matches("<svg").count(), ids.len());
+    for id in ids {
+        assert!(
+            page.contains(&format!("<figure id=\"{id}\">")),
+            "no figure {id}"
+        );
+        let csv = std::fs::read_to_string(dir.path().join(format!("{id}.csv"))).unwrap();
+        assert!(csv.lines().count() > 2, "{id}.csv:\n{csv}");
+    }
+    assert!(page.contains("Command: <code>skipgate lab --quick --quiet --out"));
+    assert!(page.contains("ROMEO:"), "the sample is on the page");
+
+    // The T = 100 probe at initialisation: the printed medians are the figure's values at t = 1.
+    let csv = std::fs::read_to_string(dir.path().join("gradient-time-init.csv")).unwrap();
+    let first = |model: &str| -> f64 {
+        let line = csv
+            .lines()
+            .find(|l| l.starts_with(&format!("{model},1,")))
+            .unwrap_or_else(|| panic!("no t = 1 row for {model}:\n{csv}"));
+        line.rsplit(',').next().unwrap().parse().unwrap()
+    };
+    let (rnn, lstm) = (first("rnn"), first("lstm"));
+    assert!(rnn < lstm / 100.0, "rnn {rnn:e} vs lstm {lstm:e}");
+    let printed = format!("{rnn:.3e}");
+    assert!(s.contains(&printed), "{printed} not printed:\n{s}");
 }
 
 #[test]
@@ -955,4 +1006,157 @@ fn train_records_its_command_line_quoted_for_a_shell() {
         skipgate::report::escape(&quoted)
     );
     assert_eq!(html.matches(&want).count(), 4, "{want}");
+}
+
+#[test]
+fn gradients_measures_rnn_cells_reproducibly_and_writes_csv_and_report() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let args = |out: &Path| {
+        [
+            "gradients",
+            "--model",
+            "rnn,gru",
+            "--seq-len",
+            "12",
+            "--hidden",
+            "8",
+            "--batch",
+            "8",
+            "--seeds",
+            "2",
+            "--train-steps",
+            "3",
+            "--quiet",
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([p(out).to_string()])
+        .collect::<Vec<_>>()
+    };
+    let run = |out: &Path| {
+        let args = args(out);
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let s = run(a.path());
+    run(b.path());
+    assert!(s.contains("median over 2 seeds (0–1)"), "{s}");
+    for needle in [
+        "rnn",
+        "gru",
+        "init",
+        "3 steps",
+        "‖∂L/∂h_1‖/‖∂L/∂h_12‖",
+        "hh ",
+        "r ",
+        "z ",
+    ] {
+        assert!(s.contains(needle), "missing {needle:?}:\n{s}");
+    }
+    for file in [
+        "gradients-time.csv",
+        "gradients-summary.csv",
+        "gradient-time-init.csv",
+    ] {
+        let (x, y) = (
+            std::fs::read(a.path().join(file)).unwrap(),
+            std::fs::read(b.path().join(file)).unwrap(),
+        );
+        assert_eq!(x, y, "{file} differs between two runs of the same command");
+    }
+    let csv = std::fs::read_to_string(a.path().join("gradients-time.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(
+        rows.len(),
+        2 * 2 * 2 * 12,
+        "models × seeds × phases × steps"
+    );
+    for r in rows.iter().filter(|r| r[3] == "12") {
+        assert_eq!(
+            r[5].parse::<f64>().unwrap(),
+            1.0,
+            "relative to the last step: {r:?}"
+        );
+    }
+    let summary = std::fs::read_to_string(a.path().join("gradients-summary.csv")).unwrap();
+    for r in summary
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+    {
+        let first = rows
+            .iter()
+            .find(|x| x[0] == r[0] && x[1] == r[1] && x[2] == r[2] && x[3] == "1")
+            .unwrap();
+        assert_eq!(r[3], first[5], "reach = relative value at t = 1: {r:?}");
+    }
+    let page = std::fs::read_to_string(a.path().join("report.html")).unwrap();
+    assert_eq!(page.matches("<svg").count(), 2);
+    assert!(
+        page.contains("id=\"gradient-time-init\"") && page.contains("id=\"gradient-time-trained\"")
+    );
+    assert!(page.contains("skipgate gradients --model rnn,gru"));
+}
+
+#[test]
+fn gradients_measures_residual_and_plain_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ok(&[
+        "gradients",
+        "--model",
+        "resnet8,plain8",
+        "--batch",
+        "16",
+        "--seeds",
+        "1",
+        "--train-steps",
+        "2",
+        "--quiet",
+        "--out",
+        p(dir.path()),
+    ]);
+    assert!(
+        s.contains("resnet8") && s.contains("plain8") && s.contains("2 steps"),
+        "{s}"
+    );
+    let csv = std::fs::read_to_string(dir.path().join("gradients-depth.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        rows[0],
+        "model,seed,phase,block,grad_norm,relative_to_output"
+    );
+    assert_eq!(
+        rows.len() - 1,
+        2 * 2 * 4,
+        "models × phases × (3 blocks + output)"
+    );
+    assert!(
+        rows.iter()
+            .filter(|r| r.contains(",4,"))
+            .all(|r| r.ends_with(",1e0")),
+        "{csv}"
+    );
+}
+
+#[test]
+fn gradients_rejects_bad_requests_naming_the_problem() {
+    let e = fails(&["gradients", "--model", "rnn,resnet20"]);
+    assert!(e.contains("one family per call"), "{e}");
+    let e = fails(&["gradients", "--model", "resnet7"]);
+    assert!(
+        e.contains("resnet7") && e.contains("rnn, rnn-relu, lstm, gru"),
+        "{e}"
+    );
+    let e = fails(&["gradients", "--seeds", "0"]);
+    assert!(e.contains("--seeds") && e.contains("at least 1"), "{e}");
+    let e = fails(&["gradients", "--model", "lstm", "--task", "digits"]);
+    assert!(e.contains("adding or sum"), "{e}");
+    let e = fails(&["gradients", "--model", "resnet8", "--task", "adding"]);
+    assert!(e.contains("digits, mnist, fashion-mnist or cifar10"), "{e}");
+    let e = fails(&["gradients", "--seq-len", "1"]);
+    assert!(e.contains("T ≥ 2") && e.contains("T = 1"), "{e}");
 }

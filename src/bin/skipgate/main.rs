@@ -20,6 +20,7 @@ macro_rules! note {
 
 mod eval;
 mod forward;
+mod gradients;
 mod lab;
 mod sample;
 mod train;
@@ -48,6 +49,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Run a PyTorch RNN/LSTM/GRU or ResNet state_dict (safetensors) on inputs from a safetensors file.
     Forward(forward::ForwardArgs),
+    /// Gradient flow: ‖∂L/∂h_t‖ through time (RNN, LSTM, GRU) or ‖∂L/∂x‖ through depth (residual vs plain), over seeds.
+    Gradients(gradients::GradientsArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Sample(a) => sample::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Forward(a) => forward::run(a),
+        Command::Gradients(a) => gradients::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,4 +88,32 @@ pub fn set_threads(threads: Option<usize>) -> skipgate::Result<()> {
             .map_err(|e| skipgate::Error::invalid("--threads", n.to_string(), e.to_string()))?;
     }
     Ok(())
+}
+
+/// This process's command line as a shell would take it: the program's file name (`skipgate`),
+/// then the arguments, quoted where needed.
+pub fn command_line() -> String {
+    let mut args = std::env::args();
+    let program = args
+        .next()
+        .and_then(|p| {
+            std::path::Path::new(&p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "skipgate".to_string());
+    std::iter::once(program)
+        .chain(args.map(|a| shell_quote(&a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `arg` as it is if it has only characters a POSIX shell leaves alone, else in single quotes.
+fn shell_quote(arg: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+%@".contains(c);
+    if !arg.is_empty() && arg.chars().all(plain) {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
 }

@@ -372,7 +372,7 @@ impl TrainArgs {
             overwrite: self.overwrite,
             progress: !self.quiet,
             label: format!("{} {}", task.name(), model_name),
-            command: command_line(),
+            command: crate::command_line(),
         };
         Ok(Plan {
             task,
@@ -539,34 +539,6 @@ fn image_train_size(dataset: ImageDataset, data_dir: Option<&std::path::Path>) -
         ImageDataset::Cifar10 => 50_000,
         _ => dataset.load(data_dir)?.0.len(),
     })
-}
-
-/// This process's command line as a shell would take it: the program's file name (`skipgate`),
-/// then the arguments, quoted where needed.
-fn command_line() -> String {
-    let mut args = std::env::args();
-    let program = args
-        .next()
-        .and_then(|p| {
-            std::path::Path::new(&p)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| "skipgate".to_string());
-    std::iter::once(program)
-        .chain(args.map(|a| shell_quote(&a)))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// `arg` as it is if it has only characters a POSIX shell leaves alone, else in single quotes.
-fn shell_quote(arg: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+%@".contains(c);
-    if !arg.is_empty() && arg.chars().all(plain) {
-        arg.to_string()
-    } else {
-        format!("'{}'", arg.replace('\'', "'\\''"))
-    }
 }
 
 /// `value` unless it is zero.
