@@ -17,7 +17,7 @@ pub const REPORT_FILE: &str = "report.html";
 
 const STYLE: &str = "\
 body{font-family:'DejaVu Sans',Verdana,sans-serif;color:#222;background:#fff;margin:0}
-main{max-width:680px;margin:0 auto;padding:16px 20px 40px}
+main{max-width:860px;margin:0 auto;padding:16px 20px 40px}
 h1{font-size:1.5em;margin:0.4em 0}
 h2{font-size:1.15em;margin:1.4em 0 0.4em}
 p{line-height:1.45}
