@@ -36,7 +36,9 @@
 //! | [`data`] | synthetic sequence tasks, character-level text, image datasets |
 //! | [`report`] | SVG line plots and self-contained HTML reports (figures with their CSV data) |
 //! | [`train`] | the training loop behind `skipgate train` and `skipgate lab` |
+//! | [`bench`] | the benchmark workloads and their runner, behind `skipgate bench` |
 
+pub mod bench;
 pub mod data;
 pub mod error;
 pub mod fastmath;

@@ -18,6 +18,7 @@ macro_rules! note {
     }};
 }
 
+mod bench;
 mod eval;
 mod forward;
 mod lab;
@@ -48,6 +49,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Run a PyTorch RNN/LSTM/GRU or ResNet state_dict (safetensors) on inputs from a safetensors file.
     Forward(forward::ForwardArgs),
+    /// Time the benchmark workloads (RNN/LSTM/GRU, char-LSTM, ResNet-20/18) and print JSON lines, as the PyTorch reference does.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Sample(a) => sample::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Forward(a) => forward::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
