@@ -37,7 +37,9 @@
 //! | [`diag`] | gradient-flow probes: ‖∂L/∂h_t‖ through time, ‖∂L/∂x‖ through depth, singular values |
 //! | [`report`] | SVG line plots and self-contained HTML reports (figures with their CSV data) |
 //! | [`train`] | the training loop behind `skipgate train` and `skipgate lab` |
+//! | [`bench`] | the benchmark workloads and their runner, behind `skipgate bench` |
 
+pub mod bench;
 pub mod data;
 pub mod diag;
 pub mod error;

@@ -1160,3 +1160,85 @@ fn gradients_rejects_bad_requests_naming_the_problem() {
     let e = fails(&["gradients", "--seq-len", "1"]);
     assert!(e.contains("T ≥ 2") && e.contains("T = 1"), "{e}");
 }
+
+#[test]
+fn bench_prints_one_json_line_per_workload_with_the_reference_fields() {
+    let o = Command::new(env!("CARGO_BIN_EXE_skipgate"))
+        .args(["bench", "--only", "seed_sum_train", "--iters", "1"])
+        .env_remove("RAYON_NUM_THREADS")
+        .output()
+        .expect("the binary runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines.len(), 1, "{s}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(v["workload"], "seed_sum_train");
+    assert_eq!(
+        v["impl"],
+        format!("skipgate-{}", env!("CARGO_PKG_VERSION")).as_str()
+    );
+    assert_eq!(v["threads"], 2, "the reference's default: {s}");
+    let (median, min) = (
+        v["median_ms"].as_f64().unwrap(),
+        v["min_ms"].as_f64().unwrap(),
+    );
+    assert!(median > 0.0 && min > 0.0 && min <= median, "{s}");
+    // One step is 100 SGD steps: items per second = 100 / median seconds.
+    let rate = v["items_per_s"].as_f64().unwrap();
+    assert!((rate - 100.0 / (median / 1e3)).abs() <= 0.05 * rate, "{s}");
+    assert!(v["peak_rss_mb"].as_f64().unwrap() > 0.0, "{s}");
+
+    // --threads and RAYON_NUM_THREADS are honoured, --threads first.
+    let o = Command::new(env!("CARGO_BIN_EXE_skipgate"))
+        .args(["bench", "--only", "seed_sum_train", "--iters", "1"])
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .expect("the binary runs");
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["threads"], 1);
+    let s = ok(&[
+        "bench",
+        "--only",
+        "seed_sum_train",
+        "--iters",
+        "1",
+        "--threads",
+        "3",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(s.trim()).unwrap();
+    assert_eq!(v["threads"], 3);
+}
+
+#[test]
+fn bench_rejects_unknown_workloads_naming_the_known_ones() {
+    let e = fails(&["bench", "--only", "seed_sum_train,nope"]);
+    assert!(e.contains("'nope'"), "{e}");
+    for w in [
+        "rnn_train",
+        "lstm_train",
+        "gru_train",
+        "lstm_infer",
+        "charlstm_train",
+        "seed_sum_train",
+        "resnet20_train",
+        "resnet20_infer",
+        "resnet18_infer",
+    ] {
+        assert!(e.contains(w), "{w} missing from: {e}");
+    }
+    let e = fails(&["bench", "--only", "seed_sum_train", "--iters", "0"]);
+    assert!(e.contains("--iters"), "{e}");
+    let e = fails(&["bench", "--threads", "0"]);
+    assert!(e.contains("--threads"), "{e}");
+    let help = ok(&["bench", "--help"]);
+    for field in [
+        "median_ms",
+        "min_ms",
+        "items_per_s",
+        "peak_rss_mb",
+        "resnet18_infer",
+    ] {
+        assert!(help.contains(field), "{field} missing from the help");
+    }
+}

@@ -18,6 +18,7 @@ macro_rules! note {
     }};
 }
 
+mod bench;
 mod eval;
 mod forward;
 mod gradients;
@@ -51,6 +52,8 @@ enum Command {
     Forward(forward::ForwardArgs),
     /// Gradient flow: ‖∂L/∂h_t‖ through time (RNN, LSTM, GRU) or ‖∂L/∂x‖ through depth (residual vs plain), over seeds.
     Gradients(gradients::GradientsArgs),
+    /// Time the benchmark workloads (RNN/LSTM/GRU, char-LSTM, ResNet-20/18) and print JSON lines, as the PyTorch reference does.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Forward(a) => forward::run(a),
         Command::Gradients(a) => gradients::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
