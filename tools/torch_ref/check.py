@@ -627,6 +627,30 @@ def check_resnet_torchvision(case: str, cfg: dict, t: dict) -> str:
     return ""
 
 
+def check_gradflow(case: str, cfg: dict, t: dict) -> str:
+    """Recomputes ‖∂L/∂h_t‖ in float64 with cell_step, the loss at the last step."""
+    mode = {"rnn_tanh": "RNN_TANH", "lstm": "LSTM", "gru": "GRU"}[cfg["cell"]]
+    w = {k: leaf(t[f"rnn.{k}_l0"]) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+    x, y = t["x"].double(), t["y"].double()
+    B, T, H = cfg["B"], cfg["T"], cfg["hidden_size"]
+    h, c = torch.zeros(B, H, dtype=torch.float64), torch.zeros(B, H, dtype=torch.float64)
+    hs = []
+    for step in range(T):
+        h, c1, _ = cell_step(mode, x[:, step], h, c, w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"])
+        c = c1 if c1 is not None else c
+        h.retain_grad()
+        hs.append(h)
+    pred = hs[-1] @ t["head.weight"].double().T + t["head.bias"].double()
+    loss = ((pred - y) ** 2).mean()
+    loss.backward()
+    close("loss", loss.detach(), t["loss"].double())
+    close("cell_output", torch.stack(hs, 1).detach(), t["cell_output"].double())
+    close("output", t["output"].double(), t["cell_output"].double())
+    norms = torch.stack([g.grad.norm() for g in hs])
+    close("step_grad_norm", norms, t["step_grad_norm"].double(), rtol=1e-4, atol=0.0)
+    return f"  (‖∂L/∂h_1‖/‖∂L/∂h_T‖ = {float(norms[0] / norms[-1]):.2e})"
+
+
 def main() -> None:
     files = sorted(FIXTURES.rglob("*.safetensors"))
     total = 0
@@ -650,6 +674,8 @@ def main() -> None:
                 check_batchnorm(case, cfg, t)
             elif group == "conv":
                 check_conv(case, cfg, t)
+            elif group == "gradflow":
+                note = check_gradflow(case, cfg, t)
             elif group == "resnet":
                 if case.startswith("torchvision_"):
                     note = check_resnet_torchvision(case, cfg, t)

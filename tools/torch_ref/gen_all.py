@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import batchnorm  # noqa: E402
 import conv  # noqa: E402
+import gradflow  # noqa: E402
 import layers  # noqa: E402
 import loss  # noqa: E402
 import optim  # noqa: E402
@@ -23,7 +24,7 @@ import rnn  # noqa: E402
 
 
 def main() -> None:
-    for module in (layers, loss, rnn, optim, batchnorm, conv, resnet):
+    for module in (layers, loss, rnn, optim, batchnorm, conv, resnet, gradflow):
         module.main()
 
 
