@@ -534,6 +534,31 @@ fn lab_quick_prints_every_experiment_and_writes_the_report() {
     assert!(rnn < lstm / 100.0, "rnn {rnn:e} vs lstm {lstm:e}");
     let printed = format!("{rnn:.3e}");
     assert!(s.contains(&printed), "{printed} not printed:\n{s}");
+
+    // The page renders in a real browser with every figure's SVG (Debian's chromium; .ci/run
+    // installs it, elsewhere the check runs where it is installed).
+    if Path::new("/usr/bin/chromium").exists() {
+        let shot = dir.path().join("lab.png");
+        let o = Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tools/render_report.sh"
+        ))
+        .args([p(&dir.path().join("report.html")), p(&shot)])
+        .output()
+        .unwrap();
+        let out = stdout(&o);
+        assert!(o.status.success(), "{out}{}", stderr(&o));
+        assert!(
+            out.contains("figures in the page: 8; rendered: 8, with an SVG: 8"),
+            "{out}"
+        );
+        assert!(
+            std::fs::metadata(&shot).unwrap().len() > 10_000,
+            "a screenshot of the page"
+        );
+    } else {
+        eprintln!("note: /usr/bin/chromium not installed; the lab report was not rendered");
+    }
 }
 
 #[test]
