@@ -142,8 +142,13 @@ pub fn degradation(lab: &mut Lab) -> Result<()> {
                 fmt_value(a)
             )
         } else {
+            let how = if b <= a {
+                format!("as well as the {shallow}-layer one or better")
+            } else {
+                format!("about as well as the {shallow}-layer one")
+            };
             format!(
-                "the {deep}-layer {kind} network trains as well as the {shallow}-layer one or better ({} vs {})",
+                "the {deep}-layer {kind} network trains {how} ({} vs {})",
                 fmt_value(b),
                 fmt_value(a)
             )
