@@ -4,11 +4,13 @@
 //! swapped for a faster one in one place. Today it is the `matrixmultiply` crate, which takes
 //! arbitrary row and column strides: transposed views (`w.t()`) cost nothing.
 //!
-//! Threads: a product large enough to pay for it is split into blocks of rows of `C`, one per
-//! thread of the current rayon pool (`--threads`, or `RAYON_NUM_THREADS`). Each block is the
-//! same sequential kernel on a slice, so the result does not depend on the thread count.
+//! Threads: a product large enough to pay for it is split into blocks of rows of `C` (or, when
+//! `C` has few rows and many columns, blocks of columns), one per thread of the current rayon
+//! pool (`--threads`, or `RAYON_NUM_THREADS`). Each block is the same sequential kernel on a
+//! slice, and every entry of `C` is the same sum in the same order whichever block holds it, so
+//! the result does not depend on the thread count.
 
-use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 
 use crate::Scalar;
 
@@ -48,25 +50,44 @@ pub fn gemm<F: Scalar>(
         return;
     }
     let threads = rayon::current_num_threads();
-    if threads > 1 && m >= 2 * MIN_ROWS_PER_THREAD && m * n * k >= PARALLEL_MIN_MACS {
-        let blocks = threads.min(m / MIN_ROWS_PER_THREAD);
-        let rows = m.div_ceil(blocks);
-        let a_blocks: Vec<_> = a.axis_chunks_iter(ndarray::Axis(0), rows).collect();
-        let c_blocks: Vec<_> = c.axis_chunks_iter_mut(ndarray::Axis(0), rows).collect();
-        rayon::scope(|scope| {
-            for (a_block, c_block) in a_blocks.into_iter().zip(c_blocks) {
-                scope.spawn(move |_| kernel(alpha, a_block, b, beta, c_block));
-            }
-        });
-        return;
+    if threads > 1 && m * n * k >= PARALLEL_MIN_MACS {
+        if m >= 2 * MIN_ROWS_PER_THREAD {
+            // Tall: blocks of rows of A and C, B shared.
+            let blocks = threads.min(m / MIN_ROWS_PER_THREAD);
+            let rows = m.div_ceil(blocks);
+            let a_blocks: Vec<_> = a.axis_chunks_iter(Axis(0), rows).collect();
+            let c_blocks: Vec<_> = c.axis_chunks_iter_mut(Axis(0), rows).collect();
+            rayon::scope(|scope| {
+                for (a_block, c_block) in a_blocks.into_iter().zip(c_blocks) {
+                    scope.spawn(move |_| kernel(alpha, a_block, b, beta, c_block));
+                }
+            });
+            return;
+        }
+        if n >= 2 * MIN_COLS_PER_THREAD {
+            // Short and wide (a small batch times a weight matrix, as in every recurrent step):
+            // blocks of columns of B and C, A shared. Column blocks are multiples of 64 wide.
+            let blocks = threads.min(n / MIN_COLS_PER_THREAD);
+            let cols = n.div_ceil(blocks).next_multiple_of(64);
+            let b_blocks: Vec<_> = b.axis_chunks_iter(Axis(1), cols).collect();
+            let c_blocks: Vec<_> = c.axis_chunks_iter_mut(Axis(1), cols).collect();
+            rayon::scope(|scope| {
+                for (b_block, c_block) in b_blocks.into_iter().zip(c_blocks) {
+                    scope.spawn(move |_| kernel(alpha, a, b_block, beta, c_block));
+                }
+            });
+            return;
+        }
     }
     kernel(alpha, a, b, beta, c);
 }
 
 /// Products with fewer multiply-adds than this run on one thread (the split does not pay).
 const PARALLEL_MIN_MACS: usize = 1 << 20;
-/// Each thread gets at least this many rows of `C`.
+/// Each thread gets at least this many rows of `C` when rows are split.
 const MIN_ROWS_PER_THREAD: usize = 64;
+/// Each thread gets at least this many columns of `C` when columns are split.
+const MIN_COLS_PER_THREAD: usize = 128;
 
 /// The sequential kernel: `C ← α·A·B + β·C` on views whose shapes were checked.
 fn kernel<F: Scalar>(
@@ -196,6 +217,34 @@ mod tests {
         let want = matmul(a.mapv(f64::from).view(), b.mapv(f64::from).view());
         for (x, y) in one.iter().zip(want.iter()) {
             assert!((*x as f64 - (0.5 * y + 2.0)).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn short_wide_product_split_by_columns_is_bitwise_equal_to_one_thread() {
+        // (64, 256)·(256, 1000): an LSTM step's shape (with a width that is no multiple of 64),
+        // B a transposed view as the recurrent layers pass it.
+        let a = Array2::from_shape_fn((64, 256), |(i, j)| ((i * 31 + j * 17) % 97) as f32 / 97.0);
+        let w = Array2::from_shape_fn((1000, 256), |(i, j)| {
+            ((i * 13 + j * 7) % 89) as f32 / 89.0 - 0.5
+        });
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut c = Array2::from_elem((64, 1000), 1.0f32);
+                gemm(1.0, a.view(), w.t(), 1.0, c.view_mut());
+                c
+            })
+        };
+        let one = run(1);
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(3));
+        let want = matmul(a.mapv(f64::from).view(), w.t().mapv(f64::from).view());
+        for (x, y) in one.iter().zip(want.iter()) {
+            assert!((*x as f64 - (y + 1.0)).abs() < 1e-3 * y.abs().max(1.0));
         }
     }
 
