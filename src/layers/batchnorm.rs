@@ -588,10 +588,15 @@ fn train_plane<F: Scalar, const RELU: bool>(
     g: f64,
     b: f64,
 ) {
-    for ((&v, xh), y) in x.iter().zip(x_hat.iter_mut()).zip(y.iter_mut()) {
-        *xh = F::of((v.f64() - mean) * s);
-        *y = affine::<F, RELU>(*xh, g, b);
-    }
+    crate::fastmath::vectorised(
+        #[inline(always)]
+        || {
+            for ((&v, xh), y) in x.iter().zip(x_hat.iter_mut()).zip(y.iter_mut()) {
+                *xh = F::of((v.f64() - mean) * s);
+                *y = affine::<F, RELU>(*xh, g, b);
+            }
+        },
+    )
 }
 
 /// Eval mode, one plane: `y ← γ·(x − mean)·s + β` (then ReLU if `RELU`), running statistics.
@@ -603,10 +608,15 @@ fn eval_plane<F: Scalar, const RELU: bool>(
     g: f64,
     b: f64,
 ) {
-    for (&v, y) in x.iter().zip(y.iter_mut()) {
-        let t = F::of((v.f64() - mean) * s * g + b);
-        *y = if RELU { ops::relu(t) } else { t };
-    }
+    crate::fastmath::vectorised(
+        #[inline(always)]
+        || {
+            for (&v, y) in x.iter().zip(y.iter_mut()) {
+                let t = F::of((v.f64() - mean) * s * g + b);
+                *y = if RELU { ops::relu(t) } else { t };
+            }
+        },
+    )
 }
 
 /// `dy`, or with a fused ReLU `dy·[γ·x̂ + β > 0]` (its derivative from the output).
@@ -628,21 +638,26 @@ fn grad_sums<F: Scalar, const RELU: bool>(
     g: f64,
     b: f64,
 ) {
-    let (mut s1, mut s2) = (acc_dy.0, acc_dyxh.0);
-    let (mut dc, mut xc) = (dy.chunks_exact(LANES), x_hat.chunks_exact(LANES));
-    for (d, x) in (&mut dc).zip(&mut xc) {
-        for i in 0..LANES {
-            let d = gate::<F, RELU>(d[i], x[i], g, b);
-            s1[i] += d;
-            s2[i] += d * x[i].f64();
-        }
-    }
-    for (i, (&d, &x)) in dc.remainder().iter().zip(xc.remainder()).enumerate() {
-        let d = gate::<F, RELU>(d, x, g, b);
-        s1[i] += d;
-        s2[i] += d * x.f64();
-    }
-    (acc_dy.0, acc_dyxh.0) = (s1, s2);
+    crate::fastmath::vectorised(
+        #[inline(always)]
+        || {
+            let (mut s1, mut s2) = (acc_dy.0, acc_dyxh.0);
+            let (mut dc, mut xc) = (dy.chunks_exact(LANES), x_hat.chunks_exact(LANES));
+            for (d, x) in (&mut dc).zip(&mut xc) {
+                for i in 0..LANES {
+                    let d = gate::<F, RELU>(d[i], x[i], g, b);
+                    s1[i] += d;
+                    s2[i] += d * x[i].f64();
+                }
+            }
+            for (i, (&d, &x)) in dc.remainder().iter().zip(xc.remainder()).enumerate() {
+                let d = gate::<F, RELU>(d, x, g, b);
+                s1[i] += d;
+                s2[i] += d * x.f64();
+            }
+            (acc_dy.0, acc_dyxh.0) = (s1, s2);
+        },
+    )
 }
 
 /// One plane of `∂L/∂x = (γ·s/n)·(n·dy − Σ dy − x̂·Σ(dy·x̂))` into `dx`, with
@@ -655,10 +670,15 @@ fn grad_plane<F: Scalar, const RELU: bool>(
     g: f64,
     b: f64,
 ) {
-    let (a, c0, c1) = coef;
-    for ((&d, &xh), dx) in dy.iter().zip(x_hat).zip(dx.iter_mut()) {
-        *dx = F::of(a * gate::<F, RELU>(d, xh, g, b) - c0 - xh.f64() * c1);
-    }
+    crate::fastmath::vectorised(
+        #[inline(always)]
+        || {
+            let (a, c0, c1) = coef;
+            for ((&d, &xh), dx) in dy.iter().zip(x_hat).zip(dx.iter_mut()) {
+                *dx = F::of(a * gate::<F, RELU>(d, xh, g, b) - c0 - xh.f64() * c1);
+            }
+        },
+    )
 }
 
 /// The `(n, c)` planes of a standard-layout `(N, C, H, W)` buffer (each `H·W` contiguous values),
@@ -703,17 +723,22 @@ impl Lanes {
     /// Adds `f(v)` for every `v` in `xs`.
     #[inline(always)]
     fn add<F: Scalar>(&mut self, xs: &[F], f: impl Fn(f64) -> f64) {
-        let mut acc = self.0;
-        let mut chunks = xs.chunks_exact(LANES);
-        for chunk in &mut chunks {
-            for i in 0..LANES {
-                acc[i] += f(chunk[i].f64());
-            }
-        }
-        for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
-            *a += f(v.f64());
-        }
-        self.0 = acc;
+        crate::fastmath::vectorised(
+            #[inline(always)]
+            || {
+                let mut acc = self.0;
+                let mut chunks = xs.chunks_exact(LANES);
+                for chunk in &mut chunks {
+                    for i in 0..LANES {
+                        acc[i] += f(chunk[i].f64());
+                    }
+                }
+                for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+                    *a += f(v.f64());
+                }
+                self.0 = acc;
+            },
+        )
     }
 
     /// The sum of the partial sums, in lane order.
