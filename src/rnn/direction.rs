@@ -188,36 +188,70 @@ impl<F: Scalar> DirectionParams<F> {
             } else {
                 (&[][..], &mut [][..])
             };
-            for b in 0..batch {
-                let row = b * h..(b + 1) * h;
-                if !is_active(lengths, t, b) {
-                    h_next[row.clone()].copy_from_slice(&h_prev[row.clone()]);
-                    if kind.has_cell_state() {
-                        c_next[row.clone()].copy_from_slice(&c_prev[row]);
+            let rec = recurrent.as_slice().expect("standard layout"); // GRU (B, 3H), else empty
+            let hn_t = if kind == CellKind::Gru {
+                &mut hn.as_slice_mut().expect("standard layout")[t * bh..(t + 1) * bh]
+            } else {
+                &mut [][..]
+            };
+            // The gate math of the batch rows, in blocks of rows on the pool's threads (the same
+            // per-row work whichever block a row is in).
+            let blocks = row_blocks(batch, gh);
+            let rows_per = batch.div_ceil(blocks);
+            let step_rows = |b0: usize,
+                             g: &mut [F],
+                             cp: &[F],
+                             cn: &mut [F],
+                             hp: &[F],
+                             hx: &mut [F],
+                             r: &[F],
+                             n: &mut [F]| {
+                for i in 0..g.len() / gh {
+                    let row = i * h..(i + 1) * h;
+                    if !is_active(lengths, t, b0 + i) {
+                        hx[row.clone()].copy_from_slice(&hp[row.clone()]);
+                        if kind.has_cell_state() {
+                            cn[row.clone()].copy_from_slice(&cp[row]);
+                        }
+                        continue;
                     }
-                    continue;
+                    let g_row = &mut g[i * gh..(i + 1) * gh];
+                    match kind {
+                        CellKind::Tanh | CellKind::Relu => {
+                            math::rnn_forward(kind, g_row, &mut hx[row])
+                        }
+                        CellKind::Lstm => math::lstm_forward(
+                            g_row,
+                            &cp[row.clone()],
+                            &mut cn[row.clone()],
+                            &mut hx[row],
+                        ),
+                        CellKind::Gru => {
+                            let r_row = &r[i * gh..(i + 1) * gh];
+                            math::gru_forward(g_row, r_row, &hp[row.clone()], &mut hx[row.clone()]);
+                            n[row].copy_from_slice(&r_row[2 * h..]);
+                        }
+                    }
                 }
-                let g_row = &mut gates_t[b * gh..(b + 1) * gh];
-                match kind {
-                    CellKind::Tanh | CellKind::Relu => {
-                        math::rnn_forward(kind, g_row, &mut h_next[row])
+            };
+            if blocks == 1 {
+                step_rows(0, gates_t, c_prev, c_next, h_prev, h_next, rec, hn_t);
+            } else {
+                let work = gates_t
+                    .chunks_mut(rows_per * gh)
+                    .zip(chunks(c_prev, rows_per * h, blocks))
+                    .zip(chunks_mut(c_next, rows_per * h, blocks))
+                    .zip(h_prev.chunks(rows_per * h))
+                    .zip(h_next.chunks_mut(rows_per * h))
+                    .zip(chunks(rec, rows_per * gh, blocks))
+                    .zip(chunks_mut(hn_t, rows_per * h, blocks))
+                    .enumerate();
+                let step_rows = &step_rows;
+                rayon::scope(|scope| {
+                    for (blk, ((((((g, cp), cn), hp), hx), r), n)) in work {
+                        scope.spawn(move |_| step_rows(blk * rows_per, g, cp, cn, hp, hx, r, n));
                     }
-                    CellKind::Lstm => math::lstm_forward(
-                        g_row,
-                        &c_prev[row.clone()],
-                        &mut c_next[row.clone()],
-                        &mut h_next[row],
-                    ),
-                    CellKind::Gru => {
-                        let r_row = recurrent.row(b);
-                        let r_row = r_row.as_slice().expect("contiguous");
-                        math::gru_forward(g_row, r_row, &h_prev[row.clone()], &mut h_next[row]);
-                        hn.row_mut(t * batch + b)
-                            .as_slice_mut()
-                            .expect("contiguous")
-                            .copy_from_slice(&r_row[2 * h..]);
-                    }
-                }
+                });
             }
             let h_next_m = ArrayView2::from_shape((batch, h), &*h_next).expect("(B, H)");
             let mut out_t = out.index_axis_mut(Axis(0), t);
@@ -383,6 +417,36 @@ impl<F: Scalar> DirectionParams<F> {
 
         let dc0 = kind.has_cell_state().then_some(dc);
         (dh, dc0)
+    }
+}
+
+/// Into how many blocks of batch rows a step's gate math is split: one per thread of the pool
+/// when the step has enough values (`B·G·H`) to pay for the hand-over, else 1.
+fn row_blocks(batch: usize, gh: usize) -> usize {
+    const PARALLEL_MIN_VALUES: usize = 8192;
+    if batch * gh < PARALLEL_MIN_VALUES {
+        1
+    } else {
+        rayon::current_num_threads().min(batch)
+    }
+}
+
+/// `s` in pieces of `size`, or `count` empty slices when `s` is empty (a buffer this cell does
+/// not use).
+fn chunks<F>(s: &[F], size: usize, count: usize) -> Vec<&[F]> {
+    if s.is_empty() {
+        vec![s; count]
+    } else {
+        s.chunks(size).collect()
+    }
+}
+
+/// Mutable [`chunks`].
+fn chunks_mut<F>(s: &mut [F], size: usize, count: usize) -> Vec<&mut [F]> {
+    if s.is_empty() {
+        (0..count).map(|_| &mut [][..]).collect()
+    } else {
+        s.chunks_mut(size).collect()
     }
 }
 
