@@ -456,12 +456,22 @@ fn results_are_bitwise_identical_for_1_2_and_3_threads() {
                 let g: Array3<f32> = init::normal((t_len, batch, 2 * h), 0.0, 1.0, &mut rng);
                 let lengths: Vec<usize> = (0..batch).map(|b| 1 + b % t_len).collect();
                 let out = layer
-                    .forward(SeqInput::new(x.view()).lengths(&lengths), Mode::Train, &mut rng)
+                    .forward(
+                        SeqInput::new(x.view()).lengths(&lengths),
+                        Mode::Train,
+                        &mut rng,
+                    )
                     .unwrap();
                 let grads = layer.backward(g.view(), None, None).unwrap();
                 let mut params = Vec::new();
                 layer.visit_params(&mut |_, p| params.push(p.grad.to_owned()));
-                (out.output, out.h_n, grads.d_input, grads.step_grad_norms, params)
+                (
+                    out.output,
+                    out.h_n,
+                    grads.d_input,
+                    grads.step_grad_norms,
+                    params,
+                )
             })
         };
         let one = run(1);

@@ -311,6 +311,8 @@ impl<F: Scalar> DirectionParams<F> {
         };
         let states = cache.states.as_slice().expect("standard layout");
         let cells = cache.cells.as_slice().expect("standard layout");
+        let gates_all = cache.gates.as_slice().expect("standard layout");
+        let hn_all = cache.hn.as_slice().expect("standard layout");
         let w_hh = self.weight_hh.value.view();
 
         for step in 0..t_len {
@@ -328,45 +330,84 @@ impl<F: Scalar> DirectionParams<F> {
             let rows = t * batch..(t + 1) * batch;
             let dh_buf = dh.as_slice_mut().expect("standard layout");
             let dc_buf = dc.as_slice_mut().expect("standard layout");
-            for b in 0..batch {
-                if !is_active(lengths, t, b) {
-                    continue; // the state was carried: dh, dc pass through unchanged
-                }
-                let row = b * h..(b + 1) * h;
-                let acts = cache.gates.row(t * batch + b);
-                let acts = acts.as_slice().expect("contiguous");
-                let mut dg_row = d_gates.row_mut(t * batch + b);
-                let dg_row = dg_row.as_slice_mut().expect("contiguous");
-                match kind {
-                    CellKind::Tanh | CellKind::Relu => {
-                        math::rnn_backward(kind, acts, &mut dh_buf[row], dg_row)
+            let acts_t = &gates_all[t * batch * gh..(t + 1) * batch * gh];
+            let dg_t = &mut d_gates.as_slice_mut().expect("standard layout")
+                [t * batch * gh..(t + 1) * batch * gh];
+            let dr_t = if kind == CellKind::Gru {
+                &mut d_recurrent.as_slice_mut().expect("standard layout")
+                    [t * batch * gh..(t + 1) * batch * gh]
+            } else {
+                &mut [][..]
+            };
+            let hn_t = if kind == CellKind::Gru {
+                &hn_all[t * bh..(t + 1) * bh]
+            } else {
+                &[][..]
+            };
+            let (c_prev_t, c_t) = if kind.has_cell_state() {
+                (
+                    &cells[prev * bh..(prev + 1) * bh],
+                    &cells[next * bh..(next + 1) * bh],
+                )
+            } else {
+                (&[][..], &[][..])
+            };
+            let h_prev_t = &states[prev * bh..(prev + 1) * bh];
+            // The gate math of the batch rows, in blocks of rows on the pool's threads.
+            let blocks = row_blocks(batch, gh);
+            let rows_per = batch.div_ceil(blocks);
+            let step_rows = |b0: usize, rows: RowsBack<'_, F>| {
+                for i in 0..rows.acts.len() / gh {
+                    if !is_active(lengths, t, b0 + i) {
+                        continue; // the state was carried: dh, dc pass through unchanged
                     }
-                    CellKind::Lstm => {
-                        let c_prev = &cells[prev * bh + b * h..prev * bh + (b + 1) * h];
-                        let c = &cells[next * bh + b * h..next * bh + (b + 1) * h];
-                        math::lstm_backward(
+                    let row = i * h..(i + 1) * h;
+                    let gate_row = i * gh..(i + 1) * gh;
+                    let acts = &rows.acts[gate_row.clone()];
+                    let dg_row = &mut rows.d_gates[gate_row.clone()];
+                    match kind {
+                        CellKind::Tanh | CellKind::Relu => {
+                            math::rnn_backward(kind, acts, &mut rows.dh[row], dg_row)
+                        }
+                        CellKind::Lstm => math::lstm_backward(
                             acts,
-                            c_prev,
-                            c,
-                            &mut dh_buf[row.clone()],
-                            &mut dc_buf[row],
+                            &rows.c_prev[row.clone()],
+                            &rows.c[row.clone()],
+                            &mut rows.dh[row.clone()],
+                            &mut rows.dc[row],
                             dg_row,
-                        );
-                    }
-                    CellKind::Gru => {
-                        let h_prev = &states[prev * bh + b * h..prev * bh + (b + 1) * h];
-                        let hn = cache.hn.row(t * batch + b);
-                        let mut dr_row = d_recurrent.row_mut(t * batch + b);
-                        math::gru_backward(
+                        ),
+                        CellKind::Gru => math::gru_backward(
                             acts,
-                            hn.as_slice().expect("contiguous"),
-                            h_prev,
-                            &mut dh_buf[row],
+                            &rows.hn[row.clone()],
+                            &rows.h_prev[row.clone()],
+                            &mut rows.dh[row],
                             dg_row,
-                            dr_row.as_slice_mut().expect("contiguous"),
-                        );
+                            &mut rows.d_recurrent[gate_row],
+                        ),
                     }
                 }
+            };
+            let all = RowsBack {
+                acts: acts_t,
+                c_prev: c_prev_t,
+                c: c_t,
+                h_prev: h_prev_t,
+                hn: hn_t,
+                dh: dh_buf,
+                dc: dc_buf,
+                d_gates: dg_t,
+                d_recurrent: dr_t,
+            };
+            if blocks == 1 {
+                step_rows(0, all);
+            } else {
+                let step_rows = &step_rows;
+                rayon::scope(|scope| {
+                    for (blk, rows) in all.split(rows_per, h, gh, blocks).into_iter().enumerate() {
+                        scope.spawn(move |_| step_rows(blk * rows_per, rows));
+                    }
+                });
             }
             // dh_{t−1} = (direct part left in dh) + dG_t·W_hh   (B, G·H)·(G·H, H)
             let d_rec_t = if kind == CellKind::Gru {
@@ -417,6 +458,50 @@ impl<F: Scalar> DirectionParams<F> {
 
         let dc0 = kind.has_cell_state().then_some(dc);
         (dh, dc0)
+    }
+}
+
+/// One step's slices of the backward pass for a block of batch rows: gate activations, cell
+/// states, previous hidden state, GRU `W_hn h + b_hn` (read), and the gradients it writes.
+/// Buffers a cell does not use are empty.
+struct RowsBack<'a, F> {
+    acts: &'a [F],
+    c_prev: &'a [F],
+    c: &'a [F],
+    h_prev: &'a [F],
+    hn: &'a [F],
+    dh: &'a mut [F],
+    dc: &'a mut [F],
+    d_gates: &'a mut [F],
+    d_recurrent: &'a mut [F],
+}
+
+impl<'a, F> RowsBack<'a, F> {
+    /// Blocks of `rows` batch rows (hidden width `h`, gate width `gh`), at most `count`.
+    fn split(self, rows: usize, h: usize, gh: usize, count: usize) -> Vec<RowsBack<'a, F>> {
+        let (hs, gs) = (rows * h, rows * gh);
+        let mut c_prev = chunks(self.c_prev, hs, count).into_iter();
+        let mut c = chunks(self.c, hs, count).into_iter();
+        let mut hn = chunks(self.hn, hs, count).into_iter();
+        let mut dc = chunks_mut(self.dc, hs, count).into_iter();
+        let mut d_recurrent = chunks_mut(self.d_recurrent, gs, count).into_iter();
+        self.acts
+            .chunks(gs)
+            .zip(self.h_prev.chunks(hs))
+            .zip(self.dh.chunks_mut(hs))
+            .zip(self.d_gates.chunks_mut(gs))
+            .map(|(((acts, h_prev), dh), d_gates)| RowsBack {
+                acts,
+                c_prev: c_prev.next().expect("one block each"),
+                c: c.next().expect("one block each"),
+                h_prev,
+                hn: hn.next().expect("one block each"),
+                dh,
+                dc: dc.next().expect("one block each"),
+                d_gates,
+                d_recurrent: d_recurrent.next().expect("one block each"),
+            })
+            .collect()
     }
 }
 
