@@ -2,8 +2,8 @@
 # The degradation problem on a Fashion-MNIST subset: plain and residual networks at depth 20 and 56,
 # the first 5000 training images, 10 epochs of SGD (momentum 0.9, wd 5e-4, lr 0.05, 100 warm-up steps,
 # cosine decay), no augmentation, seed 0. (With lr 0.1 and 20 warm-up steps the 56-layer residual
-# network diverges for its first few dozen steps; docs/experiments.md shows both settings.) Run from the repository root after `cargo build --release`;
-# needs /usr/share/datasets/fashion-mnist (apt-get install dataset-fashion-mnist).
+# network diverges for its first few dozen steps; docs/experiments.md shows both settings.)
+# Run from the repository root after `cargo build --release`; needs /usr/share/datasets/fashion-mnist (apt-get install dataset-fashion-mnist).
 # The training loss per epoch is the mean of the logged batch losses of that epoch.
 set -euo pipefail
 for model in plain20 plain56 resnet20 resnet56; do
