@@ -26,7 +26,33 @@ pub fn gemm<F: Scalar>(
     a: ArrayView2<'_, F>,
     b: ArrayView2<'_, F>,
     beta: F,
+    c: ArrayViewMut2<'_, F>,
+) {
+    gemm_with(alpha, a, b, beta, c, true);
+}
+
+/// [`gemm`] on the calling thread only: for callers that already run one task per thread
+/// (such as the blocks of batch rows of a recurrent layer's time loop). Same results as [`gemm`].
+///
+/// # Panics
+/// As [`gemm`].
+pub fn gemm_one_thread<F: Scalar>(
+    alpha: F,
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    beta: F,
+    c: ArrayViewMut2<'_, F>,
+) {
+    gemm_with(alpha, a, b, beta, c, false);
+}
+
+fn gemm_with<F: Scalar>(
+    alpha: F,
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    beta: F,
     mut c: ArrayViewMut2<'_, F>,
+    threaded: bool,
 ) {
     let (m, k) = a.dim();
     let (k2, n) = b.dim();
@@ -49,7 +75,11 @@ pub fn gemm<F: Scalar>(
         }
         return;
     }
-    let threads = rayon::current_num_threads();
+    let threads = if threaded {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
     if threads > 1 && m * n * k >= PARALLEL_MIN_MACS {
         if m >= 2 * MIN_ROWS_PER_THREAD {
             // Tall: blocks of rows of A and C, B shared.

@@ -17,9 +17,12 @@
 //! outputs zeros, in both directions. The reverse direction therefore starts each row at its own
 //! last valid step, exactly as PyTorch's packed sequences do.
 
-use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut3, Axis, Ix1, Ix2, s};
+use ndarray::{
+    Array1, Array2, Array3, ArrayView, ArrayView2, ArrayView3, ArrayViewMut, ArrayViewMut2,
+    ArrayViewMut3, Axis, Dimension, Ix1, Ix2, s,
+};
 
-use crate::gemm::gemm;
+use crate::gemm::{gemm, gemm_one_thread};
 use crate::{Param, Scalar};
 
 use super::CellKind;
@@ -80,21 +83,141 @@ fn prev_next(t: usize, reverse: bool) -> (usize, usize) {
     if reverse { (t + 1, t) } else { (t, t + 1) }
 }
 
-/// Borrows block `prev` for reading and block `next` for writing from one buffer of equal blocks.
-#[inline]
-fn split_prev_next<F>(buf: &mut [F], prev: usize, next: usize, block: usize) -> (&[F], &mut [F]) {
-    if prev < next {
-        let (a, b) = buf.split_at_mut(next * block);
-        (&a[prev * block..(prev + 1) * block], &mut b[..block])
-    } else {
-        let (a, b) = buf.split_at_mut(prev * block);
-        (&b[..block], &mut a[next * block..(next + 1) * block])
-    }
-}
-
 #[inline]
 fn is_active(lengths: Option<&[usize]>, t: usize, b: usize) -> bool {
     lengths.is_none_or(|l| t < l[b])
+}
+
+/// Into how many blocks of batch rows the time loop is split. The recurrence of one batch row
+/// never reads another row, so each block runs the whole sequence on its own thread with no
+/// hand-over between steps: one block per thread of the pool when a step has enough work
+/// (`B·G·H` values) to pay for it, and at least [`MIN_ROWS_PER_BLOCK`] rows per block.
+fn batch_blocks(batch: usize, gh: usize) -> usize {
+    const PARALLEL_MIN_VALUES: usize = 8192;
+    if batch * gh < PARALLEL_MIN_VALUES {
+        return 1;
+    }
+    rayon::current_num_threads()
+        .min(batch / MIN_ROWS_PER_BLOCK)
+        .max(1)
+}
+
+/// The batch axis of `(T, B, ·)` buffers.
+const BATCH: Axis = Axis(1);
+
+/// Each block of the time loop holds at least this many batch rows.
+const MIN_ROWS_PER_BLOCK: usize = 4;
+
+/// `v` split along `axis` into blocks of `rows` (the last may be shorter); `count` empty views
+/// when `v` is empty (a buffer this cell does not use).
+fn split<'a, F, D: Dimension>(
+    v: ArrayViewMut<'a, F, D>,
+    axis: Axis,
+    rows: usize,
+    count: usize,
+) -> Vec<ArrayViewMut<'a, F, D>> {
+    if v.is_empty() {
+        let ndim = v.ndim();
+        return (0..count)
+            .map(|_| ArrayViewMut::from_shape(D::zeros(ndim), &mut [][..]).expect("empty"))
+            .collect();
+    }
+    let mut blocks = Vec::with_capacity(count);
+    let mut rest = v;
+    while rest.len_of(axis) > rows {
+        let (head, tail) = rest.split_at(axis, rows);
+        blocks.push(head);
+        rest = tail;
+    }
+    blocks.push(rest);
+    blocks
+}
+
+/// [`split`] of a shared view.
+fn split_ref<'a, F, D: Dimension>(
+    v: ArrayView<'a, F, D>,
+    axis: Axis,
+    rows: usize,
+    count: usize,
+) -> Vec<ArrayView<'a, F, D>> {
+    if v.is_empty() {
+        let ndim = v.ndim();
+        return (0..count)
+            .map(|_| ArrayView::from_shape(D::zeros(ndim), &[][..]).expect("empty"))
+            .collect();
+    }
+    let mut blocks = Vec::with_capacity(count);
+    let mut rest = v;
+    while rest.len_of(axis) > rows {
+        let (head, tail) = rest.split_at(axis, rows);
+        blocks.push(head);
+        rest = tail;
+    }
+    blocks.push(rest);
+    blocks
+}
+
+/// A `(T·B, N)` time-major matrix as `(T, B, N)`.
+fn by_step<F>(m: ArrayViewMut2<'_, F>, t_len: usize) -> ArrayViewMut3<'_, F> {
+    let (rows, n) = m.dim();
+    let batch = rows.checked_div(t_len).unwrap_or(0);
+    m.into_shape_with_order((t_len, batch, n))
+        .expect("time-major rows")
+}
+
+/// Shared [`by_step`].
+fn by_step_ref<F>(m: ArrayView2<'_, F>, t_len: usize) -> ArrayView3<'_, F> {
+    let (rows, n) = m.dim();
+    let batch = rows.checked_div(t_len).unwrap_or(0);
+    m.into_shape_with_order((t_len, batch, n))
+        .expect("time-major rows")
+}
+
+/// The contiguous values of a standard-layout view.
+fn values<'a, F>(v: ArrayView2<'a, F>) -> &'a [F] {
+    v.to_slice().expect("contiguous rows")
+}
+
+/// The contiguous values of a standard-layout mutable view.
+fn values_mut<'a, F>(v: ArrayViewMut2<'a, F>) -> &'a mut [F] {
+    v.into_slice().expect("contiguous rows")
+}
+
+/// One block of batch rows of the forward time loop: views `(T, Bb, ·)` of the layer's buffers.
+struct ForwardBlock<'a, F> {
+    /// First batch row of the block (for the lengths).
+    b0: usize,
+    /// `(T, Bb, G·H)`: input projections in, gate activations out.
+    gates: ArrayViewMut3<'a, F>,
+    /// `(T+1, Bb, H)` hidden states; `cells` the same for the LSTM (else empty).
+    states: ArrayViewMut3<'a, F>,
+    cells: ArrayViewMut3<'a, F>,
+    /// GRU: `(T, Bb, H)` of `W_hn h + b_hn` (else empty).
+    hn: ArrayViewMut3<'a, F>,
+    /// `(T, Bb, H)` outputs.
+    out: ArrayViewMut3<'a, F>,
+}
+
+/// One block of batch rows of the backward time loop.
+struct BackwardBlock<'a, F> {
+    b0: usize,
+    /// Forward caches `(T, Bb, G·H)`, `(T+1, Bb, H)`, `(T+1, Bb, H)`, `(T, Bb, H)`.
+    acts: ArrayView3<'a, F>,
+    states: ArrayView3<'a, F>,
+    cells: ArrayView3<'a, F>,
+    hn: ArrayView3<'a, F>,
+    /// `(T, Bb, H)` = ∂L/∂output.
+    d_out: ArrayView3<'a, F>,
+    /// `(Bb, H)` carried ∂L/∂h, ∂L/∂c (empty `(0, 0)` for cells without a cell state), in: at
+    /// the last step, out: at the initial state.
+    dh: ArrayViewMut2<'a, F>,
+    dc: ArrayViewMut2<'a, F>,
+    /// `(T, Bb, G·H)` gate gradients out; GRU: `d_recurrent` the same for `W_hh h + b_hh`.
+    d_gates: ArrayViewMut3<'a, F>,
+    d_recurrent: ArrayViewMut3<'a, F>,
+    /// `(T, Bb)`: Σ_j (∂L/∂h_t)² of every row and step (summed over rows in order later, so the
+    /// norms do not depend on the blocks).
+    sq_norms: ArrayViewMut2<'a, f64>,
 }
 
 impl<F: Scalar> DirectionParams<F> {
@@ -118,11 +241,10 @@ impl<F: Scalar> DirectionParams<F> {
         c0: Option<ArrayView2<'_, F>>,
         lengths: Option<&[usize]>,
         reverse: bool,
-        mut out: ArrayViewMut3<'_, F>,
+        out: ArrayViewMut3<'_, F>,
     ) -> DirectionCache<F> {
         let (t_len, batch, h) = out.dim();
         let gh = kind.gates() * h;
-        let bh = batch * h;
 
         // (T·B, G·H) ← X·W_ihᵀ + b_ih, plus b_hh except for the GRU, whose n-gate needs W_hn h + b_hn apart.
         let mut gates = Array2::<F>::zeros((t_len * batch, gh));
@@ -151,122 +273,156 @@ impl<F: Scalar> DirectionParams<F> {
         } else {
             Array3::zeros((0, 0, 0))
         };
-        let (mut hn, mut recurrent) = if kind == CellKind::Gru {
-            (
-                Array2::<F>::zeros((t_len * batch, h)),
-                Array2::<F>::zeros((batch, gh)),
-            )
+        let mut hn = if kind == CellKind::Gru {
+            Array2::<F>::zeros((t_len * batch, h))
         } else {
-            (Array2::zeros((0, 0)), Array2::zeros((0, 0)))
+            Array2::zeros((0, 0))
         };
 
-        let w_hh_t = self.weight_hh.value.t();
-        let states_buf = states.as_slice_mut().expect("standard layout");
-        let cells_buf = cells.as_slice_mut().expect("standard layout");
-        for step in 0..t_len {
-            let t = if reverse { t_len - 1 - step } else { step };
-            let (prev, next) = prev_next(t, reverse);
-            let (h_prev, h_next) = split_prev_next(states_buf, prev, next, bh);
-            let h_prev_m = ArrayView2::from_shape((batch, h), h_prev).expect("(B, H)");
-            let mut gates_t = gates.slice_mut(s![t * batch..(t + 1) * batch, ..]);
-            if kind == CellKind::Gru {
-                // (B, 3H) ← h_{t−1}·W_hhᵀ + b_hh
-                recurrent.assign(
-                    &self
-                        .bias_hh
-                        .value
-                        .broadcast((batch, gh))
-                        .expect("bias fits"),
-                );
-                gemm(F::one(), h_prev_m, w_hh_t, F::one(), recurrent.view_mut());
-            } else {
-                gemm(F::one(), h_prev_m, w_hh_t, F::one(), gates_t.view_mut());
+        let blocks = batch_blocks(batch, gh);
+        let rows = batch.div_ceil(blocks);
+        let work: Vec<ForwardBlock<'_, F>> =
+            split(by_step(gates.view_mut(), t_len), BATCH, rows, blocks)
+                .into_iter()
+                .zip(split(states.view_mut(), BATCH, rows, blocks))
+                .zip(split(cells.view_mut(), BATCH, rows, blocks))
+                .zip(split(by_step(hn.view_mut(), t_len), BATCH, rows, blocks))
+                .zip(split(out, BATCH, rows, blocks))
+                .enumerate()
+                .map(|(i, ((((gates, states), cells), hn), out))| ForwardBlock {
+                    b0: i * rows,
+                    gates,
+                    states,
+                    cells,
+                    hn,
+                    out,
+                })
+                .collect();
+        if blocks == 1 {
+            for block in work {
+                self.forward_block(kind, block, lengths, reverse, true);
             }
-            let gates_t = gates_t.as_slice_mut().expect("contiguous rows");
-            let (c_prev, c_next) = if kind.has_cell_state() {
-                split_prev_next(cells_buf, prev, next, bh)
-            } else {
-                (&[][..], &mut [][..])
-            };
-            let rec = recurrent.as_slice().expect("standard layout"); // GRU (B, 3H), else empty
-            let hn_t = if kind == CellKind::Gru {
-                &mut hn.as_slice_mut().expect("standard layout")[t * bh..(t + 1) * bh]
-            } else {
-                &mut [][..]
-            };
-            // The gate math of the batch rows, in blocks of rows on the pool's threads (the same
-            // per-row work whichever block a row is in).
-            let blocks = row_blocks(batch, gh);
-            let rows_per = batch.div_ceil(blocks);
-            let step_rows = |b0: usize,
-                             g: &mut [F],
-                             cp: &[F],
-                             cn: &mut [F],
-                             hp: &[F],
-                             hx: &mut [F],
-                             r: &[F],
-                             n: &mut [F]| {
-                for i in 0..g.len() / gh {
-                    let row = i * h..(i + 1) * h;
-                    if !is_active(lengths, t, b0 + i) {
-                        hx[row.clone()].copy_from_slice(&hp[row.clone()]);
-                        if kind.has_cell_state() {
-                            cn[row.clone()].copy_from_slice(&cp[row]);
-                        }
-                        continue;
-                    }
-                    let g_row = &mut g[i * gh..(i + 1) * gh];
-                    match kind {
-                        CellKind::Tanh | CellKind::Relu => {
-                            math::rnn_forward(kind, g_row, &mut hx[row])
-                        }
-                        CellKind::Lstm => math::lstm_forward(
-                            g_row,
-                            &cp[row.clone()],
-                            &mut cn[row.clone()],
-                            &mut hx[row],
-                        ),
-                        CellKind::Gru => {
-                            let r_row = &r[i * gh..(i + 1) * gh];
-                            math::gru_forward(g_row, r_row, &hp[row.clone()], &mut hx[row.clone()]);
-                            n[row].copy_from_slice(&r_row[2 * h..]);
-                        }
-                    }
+        } else {
+            rayon::scope(|scope| {
+                for block in work {
+                    scope.spawn(move |_| self.forward_block(kind, block, lengths, reverse, false));
                 }
-            };
-            if blocks == 1 {
-                step_rows(0, gates_t, c_prev, c_next, h_prev, h_next, rec, hn_t);
-            } else {
-                let work = gates_t
-                    .chunks_mut(rows_per * gh)
-                    .zip(chunks(c_prev, rows_per * h, blocks))
-                    .zip(chunks_mut(c_next, rows_per * h, blocks))
-                    .zip(h_prev.chunks(rows_per * h))
-                    .zip(h_next.chunks_mut(rows_per * h))
-                    .zip(chunks(rec, rows_per * gh, blocks))
-                    .zip(chunks_mut(hn_t, rows_per * h, blocks))
-                    .enumerate();
-                let step_rows = &step_rows;
-                rayon::scope(|scope| {
-                    for (blk, ((((((g, cp), cn), hp), hx), r), n)) in work {
-                        scope.spawn(move |_| step_rows(blk * rows_per, g, cp, cn, hp, hx, r, n));
-                    }
-                });
-            }
-            let h_next_m = ArrayView2::from_shape((batch, h), &*h_next).expect("(B, H)");
-            let mut out_t = out.index_axis_mut(Axis(0), t);
-            out_t.assign(&h_next_m);
-            for b in 0..batch {
-                if !is_active(lengths, t, b) {
-                    out_t.row_mut(b).fill(F::zero());
-                }
-            }
+            });
         }
         DirectionCache {
             gates,
             states,
             cells,
             hn,
+        }
+    }
+
+    /// The forward time loop of one block of batch rows: per step
+    /// `gates_t += h_{t−1}·W_hhᵀ`, then the gate math of every row in place. `threaded_gemm`:
+    /// whether the recurrent product may use the pool (the only block), or runs on this thread.
+    fn forward_block(
+        &self,
+        kind: CellKind,
+        mut blk: ForwardBlock<'_, F>,
+        lengths: Option<&[usize]>,
+        reverse: bool,
+        threaded_gemm: bool,
+    ) {
+        let (t_len, rows, gh) = blk.gates.dim();
+        let h = gh / kind.gates();
+        let product = if threaded_gemm {
+            gemm::<F>
+        } else {
+            gemm_one_thread::<F>
+        };
+        let w_hh_t = self.weight_hh.value.t();
+        // GRU: (Bb, 3H) ← h_{t−1}·W_hhᵀ + b_hh, apart from the input side.
+        let mut recurrent = if kind == CellKind::Gru {
+            Array2::<F>::zeros((rows, gh))
+        } else {
+            Array2::zeros((0, 0))
+        };
+        for step in 0..t_len {
+            let t = if reverse { t_len - 1 - step } else { step };
+            let (prev, next) = prev_next(t, reverse);
+            let (h_prev, mut h_next) = blk
+                .states
+                .multi_slice_mut((s![prev, .., ..], s![next, .., ..]));
+            let mut gates_t = blk.gates.index_axis_mut(Axis(0), t);
+            if kind == CellKind::Gru {
+                recurrent.assign(&self.bias_hh.value.broadcast((rows, gh)).expect("bias fits"));
+                product(
+                    F::one(),
+                    h_prev.view(),
+                    w_hh_t,
+                    F::one(),
+                    recurrent.view_mut(),
+                );
+            } else {
+                product(
+                    F::one(),
+                    h_prev.view(),
+                    w_hh_t,
+                    F::one(),
+                    gates_t.view_mut(),
+                );
+            }
+            let (c_prev, c_next) = if kind.has_cell_state() {
+                let (p, n) = blk
+                    .cells
+                    .multi_slice_mut((s![prev, .., ..], s![next, .., ..]));
+                (&*values_mut(p), values_mut(n))
+            } else {
+                (&[][..], &mut [][..])
+            };
+            let gates_t = values_mut(gates_t);
+            let h_prev: &[F] = values_mut(h_prev);
+            let h_next_s = values_mut(h_next.view_mut());
+            let rec = recurrent.as_slice().expect("standard layout");
+            let hn_t = if kind == CellKind::Gru {
+                values_mut(blk.hn.index_axis_mut(Axis(0), t))
+            } else {
+                &mut [][..]
+            };
+            for i in 0..rows {
+                let row = i * h..(i + 1) * h;
+                if !is_active(lengths, t, blk.b0 + i) {
+                    h_next_s[row.clone()].copy_from_slice(&h_prev[row.clone()]);
+                    if kind.has_cell_state() {
+                        c_next[row.clone()].copy_from_slice(&c_prev[row]);
+                    }
+                    continue;
+                }
+                let g_row = &mut gates_t[i * gh..(i + 1) * gh];
+                match kind {
+                    CellKind::Tanh | CellKind::Relu => {
+                        math::rnn_forward(kind, g_row, &mut h_next_s[row])
+                    }
+                    CellKind::Lstm => math::lstm_forward(
+                        g_row,
+                        &c_prev[row.clone()],
+                        &mut c_next[row.clone()],
+                        &mut h_next_s[row],
+                    ),
+                    CellKind::Gru => {
+                        let r_row = &rec[i * gh..(i + 1) * gh];
+                        math::gru_forward(
+                            g_row,
+                            r_row,
+                            &h_prev[row.clone()],
+                            &mut h_next_s[row.clone()],
+                        );
+                        hn_t[row].copy_from_slice(&r_row[2 * h..]);
+                    }
+                }
+            }
+            let mut out_t = blk.out.index_axis_mut(Axis(0), t);
+            out_t.assign(&h_next);
+            for i in 0..rows {
+                if !is_active(lengths, t, blk.b0 + i) {
+                    out_t.row_mut(i).fill(F::zero());
+                }
+            }
         }
     }
 
@@ -290,12 +446,11 @@ impl<F: Scalar> DirectionParams<F> {
         dc_n: Option<ArrayView2<'_, F>>,
         lengths: Option<&[usize]>,
         reverse: bool,
-        dx: ndarray::ArrayViewMut2<'_, F>,
+        dx: ArrayViewMut2<'_, F>,
         step_norms: &mut [f64],
     ) -> (Array2<F>, Option<Array2<F>>) {
         let (t_len, batch, h) = d_out.dim();
         let gh = kind.gates() * h;
-        let bh = batch * h;
         let mut dh = dh_n.to_owned(); // (B, H): ∂L/∂h at the step being processed
         let mut dc = if kind.has_cell_state() {
             dc_n.map_or_else(|| Array2::zeros((batch, h)), |d| d.to_owned())
@@ -309,113 +464,54 @@ impl<F: Scalar> DirectionParams<F> {
         } else {
             Array2::zeros((0, 0))
         };
-        let states = cache.states.as_slice().expect("standard layout");
-        let cells = cache.cells.as_slice().expect("standard layout");
-        let gates_all = cache.gates.as_slice().expect("standard layout");
-        let hn_all = cache.hn.as_slice().expect("standard layout");
-        let w_hh = self.weight_hh.value.view();
+        let mut sq_norms = Array2::<f64>::zeros((t_len, batch));
 
-        for step in 0..t_len {
-            let t = if reverse { step } else { t_len - 1 - step };
-            let (prev, next) = prev_next(t, reverse);
-            let d_out_t = d_out.index_axis(Axis(0), t);
-            for b in 0..batch {
-                if is_active(lengths, t, b) {
-                    let mut row = dh.row_mut(b);
-                    row += &d_out_t.row(b);
-                }
+        let blocks = batch_blocks(batch, gh);
+        let rows = batch.div_ceil(blocks);
+        let mut dh_blocks = split(dh.view_mut(), Axis(0), rows, blocks).into_iter();
+        let mut dc_blocks = split(dc.view_mut(), Axis(0), rows, blocks).into_iter();
+        let mut norm_blocks = split(sq_norms.view_mut(), Axis(1), rows, blocks).into_iter();
+        let mut acts =
+            split_ref(by_step_ref(cache.gates.view(), t_len), BATCH, rows, blocks).into_iter();
+        let mut states = split_ref(cache.states.view(), BATCH, rows, blocks).into_iter();
+        let mut cells = split_ref(cache.cells.view(), BATCH, rows, blocks).into_iter();
+        let mut hn =
+            split_ref(by_step_ref(cache.hn.view(), t_len), BATCH, rows, blocks).into_iter();
+        let mut d_recurrent_blocks =
+            split(by_step(d_recurrent.view_mut(), t_len), BATCH, rows, blocks).into_iter();
+        let work: Vec<BackwardBlock<'_, F>> =
+            split(by_step(d_gates.view_mut(), t_len), BATCH, rows, blocks)
+                .into_iter()
+                .zip(split_ref(d_out, BATCH, rows, blocks))
+                .enumerate()
+                .map(|(i, (d_gates, d_out))| BackwardBlock {
+                    b0: i * rows,
+                    acts: acts.next().expect("one per block"),
+                    states: states.next().expect("one per block"),
+                    cells: cells.next().expect("one per block"),
+                    hn: hn.next().expect("one per block"),
+                    d_out,
+                    dh: dh_blocks.next().expect("one per block"),
+                    dc: dc_blocks.next().expect("one per block"),
+                    d_gates,
+                    d_recurrent: d_recurrent_blocks.next().expect("one per block"),
+                    sq_norms: norm_blocks.next().expect("one per block"),
+                })
+                .collect();
+        let this = &*self;
+        if blocks == 1 {
+            for block in work {
+                this.backward_block(kind, block, lengths, reverse, true);
             }
-            step_norms[t] = dh.iter().map(|v| v.f64() * v.f64()).sum::<f64>().sqrt();
-
-            let rows = t * batch..(t + 1) * batch;
-            let dh_buf = dh.as_slice_mut().expect("standard layout");
-            let dc_buf = dc.as_slice_mut().expect("standard layout");
-            let acts_t = &gates_all[t * batch * gh..(t + 1) * batch * gh];
-            let dg_t = &mut d_gates.as_slice_mut().expect("standard layout")
-                [t * batch * gh..(t + 1) * batch * gh];
-            let dr_t = if kind == CellKind::Gru {
-                &mut d_recurrent.as_slice_mut().expect("standard layout")
-                    [t * batch * gh..(t + 1) * batch * gh]
-            } else {
-                &mut [][..]
-            };
-            let hn_t = if kind == CellKind::Gru {
-                &hn_all[t * bh..(t + 1) * bh]
-            } else {
-                &[][..]
-            };
-            let (c_prev_t, c_t) = if kind.has_cell_state() {
-                (
-                    &cells[prev * bh..(prev + 1) * bh],
-                    &cells[next * bh..(next + 1) * bh],
-                )
-            } else {
-                (&[][..], &[][..])
-            };
-            let h_prev_t = &states[prev * bh..(prev + 1) * bh];
-            // The gate math of the batch rows, in blocks of rows on the pool's threads.
-            let blocks = row_blocks(batch, gh);
-            let rows_per = batch.div_ceil(blocks);
-            let step_rows = |b0: usize, rows: RowsBack<'_, F>| {
-                for i in 0..rows.acts.len() / gh {
-                    if !is_active(lengths, t, b0 + i) {
-                        continue; // the state was carried: dh, dc pass through unchanged
-                    }
-                    let row = i * h..(i + 1) * h;
-                    let gate_row = i * gh..(i + 1) * gh;
-                    let acts = &rows.acts[gate_row.clone()];
-                    let dg_row = &mut rows.d_gates[gate_row.clone()];
-                    match kind {
-                        CellKind::Tanh | CellKind::Relu => {
-                            math::rnn_backward(kind, acts, &mut rows.dh[row], dg_row)
-                        }
-                        CellKind::Lstm => math::lstm_backward(
-                            acts,
-                            &rows.c_prev[row.clone()],
-                            &rows.c[row.clone()],
-                            &mut rows.dh[row.clone()],
-                            &mut rows.dc[row],
-                            dg_row,
-                        ),
-                        CellKind::Gru => math::gru_backward(
-                            acts,
-                            &rows.hn[row.clone()],
-                            &rows.h_prev[row.clone()],
-                            &mut rows.dh[row],
-                            dg_row,
-                            &mut rows.d_recurrent[gate_row],
-                        ),
-                    }
+        } else {
+            rayon::scope(|scope| {
+                for block in work {
+                    scope.spawn(move |_| this.backward_block(kind, block, lengths, reverse, false));
                 }
-            };
-            let all = RowsBack {
-                acts: acts_t,
-                c_prev: c_prev_t,
-                c: c_t,
-                h_prev: h_prev_t,
-                hn: hn_t,
-                dh: dh_buf,
-                dc: dc_buf,
-                d_gates: dg_t,
-                d_recurrent: dr_t,
-            };
-            if blocks == 1 {
-                step_rows(0, all);
-            } else {
-                let step_rows = &step_rows;
-                rayon::scope(|scope| {
-                    for (blk, rows) in all.split(rows_per, h, gh, blocks).into_iter().enumerate() {
-                        scope.spawn(move |_| step_rows(blk * rows_per, rows));
-                    }
-                });
-            }
-            // dh_{t−1} = (direct part left in dh) + dG_t·W_hh   (B, G·H)·(G·H, H)
-            let d_rec_t = if kind == CellKind::Gru {
-                d_recurrent.slice(s![rows, ..])
-            } else {
-                d_gates.slice(s![rows, ..])
-            };
-            gemm(F::one(), d_rec_t, w_hh, F::one(), dh.view_mut());
+            });
+        }
+        for (norm, row) in step_norms.iter_mut().zip(sq_norms.rows()) {
+            *norm = row.sum().sqrt();
         }
 
         // Weight gradients over all steps at once.
@@ -459,79 +555,99 @@ impl<F: Scalar> DirectionParams<F> {
         let dc0 = kind.has_cell_state().then_some(dc);
         (dh, dc0)
     }
-}
 
-/// One step's slices of the backward pass for a block of batch rows: gate activations, cell
-/// states, previous hidden state, GRU `W_hn h + b_hn` (read), and the gradients it writes.
-/// Buffers a cell does not use are empty.
-struct RowsBack<'a, F> {
-    acts: &'a [F],
-    c_prev: &'a [F],
-    c: &'a [F],
-    h_prev: &'a [F],
-    hn: &'a [F],
-    dh: &'a mut [F],
-    dc: &'a mut [F],
-    d_gates: &'a mut [F],
-    d_recurrent: &'a mut [F],
-}
+    /// The backward time loop of one block of batch rows: per step (last to first) add
+    /// ∂L/∂output_t to the carried `dh`, record its squared norm, turn it into gate gradients,
+    /// and carry `dh_{t−1} = dG_t·W_hh` (plus `dc` for the LSTM).
+    fn backward_block(
+        &self,
+        kind: CellKind,
+        mut blk: BackwardBlock<'_, F>,
+        lengths: Option<&[usize]>,
+        reverse: bool,
+        threaded_gemm: bool,
+    ) {
+        let (t_len, rows, gh) = blk.d_gates.dim();
+        let h = gh / kind.gates();
+        let product = if threaded_gemm {
+            gemm::<F>
+        } else {
+            gemm_one_thread::<F>
+        };
+        let w_hh = self.weight_hh.value.view();
+        for step in 0..t_len {
+            let t = if reverse { step } else { t_len - 1 - step };
+            let (prev, next) = prev_next(t, reverse);
+            let d_out_t = blk.d_out.index_axis(Axis(0), t);
+            for i in 0..rows {
+                if is_active(lengths, t, blk.b0 + i) {
+                    let mut row = blk.dh.row_mut(i);
+                    row += &d_out_t.row(i);
+                }
+                blk.sq_norms[[t, i]] = blk.dh.row(i).iter().map(|v| v.f64() * v.f64()).sum();
+            }
 
-impl<'a, F> RowsBack<'a, F> {
-    /// Blocks of `rows` batch rows (hidden width `h`, gate width `gh`), at most `count`.
-    fn split(self, rows: usize, h: usize, gh: usize, count: usize) -> Vec<RowsBack<'a, F>> {
-        let (hs, gs) = (rows * h, rows * gh);
-        let mut c_prev = chunks(self.c_prev, hs, count).into_iter();
-        let mut c = chunks(self.c, hs, count).into_iter();
-        let mut hn = chunks(self.hn, hs, count).into_iter();
-        let mut dc = chunks_mut(self.dc, hs, count).into_iter();
-        let mut d_recurrent = chunks_mut(self.d_recurrent, gs, count).into_iter();
-        self.acts
-            .chunks(gs)
-            .zip(self.h_prev.chunks(hs))
-            .zip(self.dh.chunks_mut(hs))
-            .zip(self.d_gates.chunks_mut(gs))
-            .map(|(((acts, h_prev), dh), d_gates)| RowsBack {
-                acts,
-                c_prev: c_prev.next().expect("one block each"),
-                c: c.next().expect("one block each"),
-                h_prev,
-                hn: hn.next().expect("one block each"),
-                dh,
-                dc: dc.next().expect("one block each"),
-                d_gates,
-                d_recurrent: d_recurrent.next().expect("one block each"),
-            })
-            .collect()
-    }
-}
-
-/// Into how many blocks of batch rows a step's gate math is split: one per thread of the pool
-/// when the step has enough values (`B·G·H`) to pay for the hand-over, else 1.
-fn row_blocks(batch: usize, gh: usize) -> usize {
-    const PARALLEL_MIN_VALUES: usize = 8192;
-    if batch * gh < PARALLEL_MIN_VALUES {
-        1
-    } else {
-        rayon::current_num_threads().min(batch)
-    }
-}
-
-/// `s` in pieces of `size`, or `count` empty slices when `s` is empty (a buffer this cell does
-/// not use).
-fn chunks<F>(s: &[F], size: usize, count: usize) -> Vec<&[F]> {
-    if s.is_empty() {
-        vec![s; count]
-    } else {
-        s.chunks(size).collect()
-    }
-}
-
-/// Mutable [`chunks`].
-fn chunks_mut<F>(s: &mut [F], size: usize, count: usize) -> Vec<&mut [F]> {
-    if s.is_empty() {
-        (0..count).map(|_| &mut [][..]).collect()
-    } else {
-        s.chunks_mut(size).collect()
+            let acts_t = values(blk.acts.index_axis(Axis(0), t));
+            let h_prev_t = values(blk.states.index_axis(Axis(0), prev));
+            let (c_prev_t, c_t) = if kind.has_cell_state() {
+                (
+                    values(blk.cells.index_axis(Axis(0), prev)),
+                    values(blk.cells.index_axis(Axis(0), next)),
+                )
+            } else {
+                (&[][..], &[][..])
+            };
+            let hn_t = if kind == CellKind::Gru {
+                values(blk.hn.index_axis(Axis(0), t))
+            } else {
+                &[][..]
+            };
+            let dh_s = blk.dh.as_slice_mut().expect("contiguous rows");
+            let dc_s = blk.dc.as_slice_mut().expect("contiguous rows");
+            let dg_t = values_mut(blk.d_gates.index_axis_mut(Axis(0), t));
+            let dr_t = if kind == CellKind::Gru {
+                values_mut(blk.d_recurrent.index_axis_mut(Axis(0), t))
+            } else {
+                &mut [][..]
+            };
+            for i in 0..rows {
+                if !is_active(lengths, t, blk.b0 + i) {
+                    continue; // the state was carried: dh, dc pass through unchanged
+                }
+                let row = i * h..(i + 1) * h;
+                let gate_row = i * gh..(i + 1) * gh;
+                let acts = &acts_t[gate_row.clone()];
+                let dg_row = &mut dg_t[gate_row.clone()];
+                match kind {
+                    CellKind::Tanh | CellKind::Relu => {
+                        math::rnn_backward(kind, acts, &mut dh_s[row], dg_row)
+                    }
+                    CellKind::Lstm => math::lstm_backward(
+                        acts,
+                        &c_prev_t[row.clone()],
+                        &c_t[row.clone()],
+                        &mut dh_s[row.clone()],
+                        &mut dc_s[row],
+                        dg_row,
+                    ),
+                    CellKind::Gru => math::gru_backward(
+                        acts,
+                        &hn_t[row.clone()],
+                        &h_prev_t[row.clone()],
+                        &mut dh_s[row],
+                        dg_row,
+                        &mut dr_t[gate_row],
+                    ),
+                }
+            }
+            // dh_{t−1} = (direct part left in dh) + dG_t·W_hh   (Bb, G·H)·(G·H, H)
+            let d_rec_t = if kind == CellKind::Gru {
+                blk.d_recurrent.index_axis(Axis(0), t)
+            } else {
+                blk.d_gates.index_axis(Axis(0), t)
+            };
+            product(F::one(), d_rec_t, w_hh, F::one(), blk.dh.view_mut());
+        }
     }
 }
 
