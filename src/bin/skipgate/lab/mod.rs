@@ -10,7 +10,7 @@
 //! 5. the degradation problem: plain and residual networks of two or three depths on the 8×8
 //!    digits, their training-loss curves and the gradient reaching each block.
 //!
-//! `--quick` is a smoke test (under a minute), the default a few minutes, `--full` the longer
+//! `--quick` is a smoke test (seconds), the default about a minute on two cores, `--full` the longer
 //! settings of the published experiments.
 
 mod images;
