@@ -156,10 +156,10 @@ pub fn load_state_dict<F: Scalar>(
         match b {
             BufferMut::Values(mut v) => copy_floats(&mut v, t),
             BufferMut::Count(c) => {
-                if let TensorData::I64(v) = t.data() {
-                    if let Some(&x) = v.first() {
-                        *c = x;
-                    }
+                if let TensorData::I64(v) = t.data()
+                    && let Some(&x) = v.first()
+                {
+                    *c = x;
                 }
             }
         }

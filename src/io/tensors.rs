@@ -410,7 +410,7 @@ impl TensorFile {
             header.insert(name.clone(), entry);
         }
         let mut json = serde_json::to_vec(&Value::Object(header)).expect("a JSON map serialises");
-        while json.len() % 8 != 0 {
+        while !json.len().is_multiple_of(8) {
             json.push(b' ');
         }
         let mut bytes = Vec::with_capacity(8 + json.len() + data.len());

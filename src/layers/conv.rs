@@ -380,15 +380,15 @@ impl<F: Scalar> Conv2d<F> {
                 self.weight.value.shape(),
             ));
         }
-        if let Some(b) = &self.bias {
-            if b.value.len() != cfg.out_channels {
-                return Err(Error::shape(
-                    op,
-                    "bias (C_out)",
-                    format!("({})", cfg.out_channels),
-                    b.value.shape(),
-                ));
-            }
+        if let Some(b) = &self.bias
+            && b.value.len() != cfg.out_channels
+        {
+            return Err(Error::shape(
+                op,
+                "bias (C_out)",
+                format!("({})", cfg.out_channels),
+                b.value.shape(),
+            ));
         }
         Ok(Geom::new(cfg, shape, oh, ow))
     }

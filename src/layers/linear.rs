@@ -73,15 +73,15 @@ impl<F: Scalar> Linear<F> {
     /// [`Error::Shape`] if the bias length is not `out_features`.
     pub fn from_weights(weight: Array2<F>, bias: Option<Array1<F>>) -> Result<Self> {
         let out = weight.nrows();
-        if let Some(b) = &bias {
-            if b.len() != out {
-                return Err(Error::shape(
-                    "Linear::from_weights",
-                    "bias (out_features)",
-                    format!("({out}) to match weight {}", fmt_shape(weight.shape())),
-                    b.shape(),
-                ));
-            }
+        if let Some(b) = &bias
+            && b.len() != out
+        {
+            return Err(Error::shape(
+                "Linear::from_weights",
+                "bias (out_features)",
+                format!("({out}) to match weight {}", fmt_shape(weight.shape())),
+                b.shape(),
+            ));
         }
         Ok(Linear {
             weight: Param::new(weight),

@@ -22,7 +22,7 @@ use ndarray::{
     ArrayViewMut3, Axis, Dimension, Ix1, Ix2, s,
 };
 
-use crate::gemm::{gemm, gemm_one_thread};
+use crate::gemm::{PackedRhs, gemm};
 use crate::{Param, Scalar};
 
 use super::CellKind;
@@ -279,6 +279,8 @@ impl<F: Scalar> DirectionParams<F> {
             Array2::zeros((0, 0))
         };
 
+        // W_hhᵀ (H, G·H), packed once for all steps and blocks.
+        let w_hh_t = &PackedRhs::new(self.weight_hh.value.t());
         let blocks = batch_blocks(batch, gh);
         let rows = batch.div_ceil(blocks);
         let work: Vec<ForwardBlock<'_, F>> =
@@ -300,12 +302,14 @@ impl<F: Scalar> DirectionParams<F> {
                 .collect();
         if blocks == 1 {
             for block in work {
-                self.forward_block(kind, block, lengths, reverse, true);
+                self.forward_block(kind, block, w_hh_t, lengths, reverse, true);
             }
         } else {
             rayon::scope(|scope| {
                 for block in work {
-                    scope.spawn(move |_| self.forward_block(kind, block, lengths, reverse, false));
+                    scope.spawn(move |_| {
+                        self.forward_block(kind, block, w_hh_t, lengths, reverse, false)
+                    });
                 }
             });
         }
@@ -324,18 +328,13 @@ impl<F: Scalar> DirectionParams<F> {
         &self,
         kind: CellKind,
         mut blk: ForwardBlock<'_, F>,
+        w_hh_t: &PackedRhs<F>,
         lengths: Option<&[usize]>,
         reverse: bool,
         threaded_gemm: bool,
     ) {
         let (t_len, rows, gh) = blk.gates.dim();
         let h = gh / kind.gates();
-        let product = if threaded_gemm {
-            gemm::<F>
-        } else {
-            gemm_one_thread::<F>
-        };
-        let w_hh_t = self.weight_hh.value.t();
         // GRU: (Bb, 3H) ← h_{t−1}·W_hhᵀ + b_hh, apart from the input side.
         let mut recurrent = if kind == CellKind::Gru {
             Array2::<F>::zeros((rows, gh))
@@ -351,21 +350,9 @@ impl<F: Scalar> DirectionParams<F> {
             let mut gates_t = blk.gates.index_axis_mut(Axis(0), t);
             if kind == CellKind::Gru {
                 recurrent.assign(&self.bias_hh.value.broadcast((rows, gh)).expect("bias fits"));
-                product(
-                    F::one(),
-                    h_prev.view(),
-                    w_hh_t,
-                    F::one(),
-                    recurrent.view_mut(),
-                );
+                w_hh_t.add_product(h_prev.view(), recurrent.view_mut(), threaded_gemm);
             } else {
-                product(
-                    F::one(),
-                    h_prev.view(),
-                    w_hh_t,
-                    F::one(),
-                    gates_t.view_mut(),
-                );
+                w_hh_t.add_product(h_prev.view(), gates_t.view_mut(), threaded_gemm);
             }
             let (c_prev, c_next) = if kind.has_cell_state() {
                 let (p, n) = blk
@@ -498,15 +485,19 @@ impl<F: Scalar> DirectionParams<F> {
                     sq_norms: norm_blocks.next().expect("one per block"),
                 })
                 .collect();
+        // W_hh (G·H, H), packed once for all steps and blocks.
+        let w_hh = &PackedRhs::new(self.weight_hh.value.view());
         let this = &*self;
         if blocks == 1 {
             for block in work {
-                this.backward_block(kind, block, lengths, reverse, true);
+                this.backward_block(kind, block, w_hh, lengths, reverse, true);
             }
         } else {
             rayon::scope(|scope| {
                 for block in work {
-                    scope.spawn(move |_| this.backward_block(kind, block, lengths, reverse, false));
+                    scope.spawn(move |_| {
+                        this.backward_block(kind, block, w_hh, lengths, reverse, false)
+                    });
                 }
             });
         }
@@ -563,18 +554,13 @@ impl<F: Scalar> DirectionParams<F> {
         &self,
         kind: CellKind,
         mut blk: BackwardBlock<'_, F>,
+        w_hh: &PackedRhs<F>,
         lengths: Option<&[usize]>,
         reverse: bool,
         threaded_gemm: bool,
     ) {
         let (t_len, rows, gh) = blk.d_gates.dim();
         let h = gh / kind.gates();
-        let product = if threaded_gemm {
-            gemm::<F>
-        } else {
-            gemm_one_thread::<F>
-        };
-        let w_hh = self.weight_hh.value.view();
         for step in 0..t_len {
             let t = if reverse { step } else { t_len - 1 - step };
             let (prev, next) = prev_next(t, reverse);
@@ -646,7 +632,7 @@ impl<F: Scalar> DirectionParams<F> {
             } else {
                 blk.d_gates.index_axis(Axis(0), t)
             };
-            product(F::one(), d_rec_t, w_hh, F::one(), blk.dh.view_mut());
+            w_hh.add_product(d_rec_t, blk.dh.view_mut(), threaded_gemm);
         }
     }
 }

@@ -92,7 +92,18 @@ for threads in 2 1; do
     for w in ${only//,/ }; do
         echo "== $w, $threads thread(s)" >&2
         RAYON_NUM_THREADS=$threads "$skipgate" bench --only "$w" --threads "$threads" --iters "$iters" | tee -a "$ours"
-        OMP_NUM_THREADS=$threads "$PYTHON" "$ref/torch_baseline.py" --only "$w" --threads "$threads" --iters "$iters" | tee -a "$theirs"
+        # The reference prints no memory figure: the process's peak resident set from
+        # /usr/bin/time is added to its line as peak_rss_mb (interpreter and libraries included).
+        OMP_NUM_THREADS=$threads /usr/bin/time -f '%M' -o "$out/.rss" \
+            "$PYTHON" "$ref/torch_baseline.py" --only "$w" --threads "$threads" --iters "$iters" \
+            > "$out/.torch-line"
+        "$PYTHON" -c 'import json, sys
+rss_mb = int(open(sys.argv[1]).read().split()[-1]) / 1024
+for line in open(sys.argv[2]):
+    if line.startswith("{"):
+        record = json.loads(line)
+        record["peak_rss_mb"] = round(rss_mb, 1)
+        print(json.dumps(record))' "$out/.rss" "$out/.torch-line" | tee -a "$theirs"
     done
 done
 
@@ -100,4 +111,18 @@ for threads in 2 1; do
     echo
     echo "$threads thread(s): $out/$stamp-skipgate-${threads}t.jsonl vs $out/$stamp-torch-${threads}t.jsonl"
     "$PYTHON" "$ref/compare.py" "$out/$stamp-skipgate-${threads}t.jsonl" "$out/$stamp-torch-${threads}t.jsonl"
+done
+rm -f "$out/.rss" "$out/.torch-line"
+
+echo
+echo "peak resident memory (MiB), skipgate / PyTorch:"
+for threads in 2 1; do
+    "$PYTHON" - "$out/$stamp-skipgate-${threads}t.jsonl" "$out/$stamp-torch-${threads}t.jsonl" "$threads" <<'PY'
+import json, sys
+ours = {r["workload"]: r for r in map(json.loads, open(sys.argv[1]))}
+theirs = {r["workload"]: r for r in map(json.loads, open(sys.argv[2]))}
+for name, r in ours.items():
+    if name in theirs:
+        print(f"  {sys.argv[3]}t {name:<16} {r['peak_rss_mb']:>8.1f} {theirs[name]['peak_rss_mb']:>8.1f}")
+PY
 done

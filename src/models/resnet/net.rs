@@ -60,7 +60,7 @@ const TORCHVISION: [(usize, BlockKind, [usize; 4]); 5] = [
 impl ResNetConfig {
     /// CIFAR ResNet-`depth` (`depth = 6n + 2`) with option-A shortcuts, 3 input channels, 10 classes.
     pub fn cifar(depth: usize) -> Result<Self> {
-        if depth < 8 || (depth - 2) % 6 != 0 {
+        if depth < 8 || !(depth - 2).is_multiple_of(6) {
             return Err(Error::invalid(
                 "ResNetConfig::cifar",
                 "depth",

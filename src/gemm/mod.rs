@@ -1,4 +1,5 @@
-//! The only module that multiplies matrices.
+//! The only module that multiplies matrices ([`PackedRhs`], in `packed`, is its variant for a
+//! right-hand operand used many times over: the recurrent weights of a time loop).
 //!
 //! Every layer calls [`gemm`] (or the `matmul` helpers built on it), so the kernel behind it can be
 //! swapped for a faster one in one place. Today it is the `matrixmultiply` crate, which takes
@@ -13,6 +14,9 @@
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 
 use crate::Scalar;
+
+mod packed;
+pub use packed::PackedRhs;
 
 /// `C ← α·A·B + β·C` with `A: (m, k)`, `B: (k, n)`, `C: (m, n)`.
 ///
@@ -113,7 +117,7 @@ fn gemm_with<F: Scalar>(
 }
 
 /// Products with fewer multiply-adds than this run on one thread (the split does not pay).
-const PARALLEL_MIN_MACS: usize = 1 << 20;
+pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 20;
 /// Each thread gets at least this many rows of `C` when rows are split.
 const MIN_ROWS_PER_THREAD: usize = 64;
 /// Each thread gets at least this many columns of `C` when columns are split.

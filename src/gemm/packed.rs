@@ -1,0 +1,336 @@
+//! A right-hand operand packed once for many products `C += A·B` with few rows in `A`: the
+//! recurrent weights of an RNN, LSTM or GRU, multiplied by the hidden states of every time step.
+//!
+//! A general GEMM repacks `B` into cache-friendly panels on every call; for a time loop that
+//! is the same matrix a hundred times over, and the copy costs as much as the multiplication
+//! (`B` is `256 × 1024` floats for an LSTM of 256 units, `A` only `B_batch × 256`). Here `B` is
+//! packed once per sequence: columns in panels of [`NR`], each panel `k × NR` contiguous, so
+//! the kernel streams it with unit stride.
+//!
+//! The kernel (f32, AVX-512) keeps an `MR × NR` block of `C` in 16 vector registers and runs
+//! over `k` with one fused multiply-add per register and step. Each entry of `C` is
+//! `C[i,j] + Σ_p A[i,p]·B[p,j]`, the sum formed from zero in order of `p` with fused
+//! multiply-adds, then added to `C`: the same bits whichever rows, panels or threads a call is
+//! split into. Without AVX-512, and for f64, the product is the crate's [`super::gemm`] on a
+//! copy of `B` (so one machine always takes the same path).
+
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
+
+use crate::Scalar;
+
+/// Columns of `B` per panel: two AVX-512 vectors of f32.
+pub const NR: usize = 32;
+/// Rows of `A` per kernel call.
+const MR: usize = 8;
+
+/// `B (k, n)`, packed for [`PackedRhs::add_product`].
+#[derive(Clone, Debug)]
+pub struct PackedRhs<F> {
+    k: usize,
+    n: usize,
+    kind: Packing<F>,
+}
+
+#[derive(Clone, Debug)]
+enum Packing<F> {
+    /// f32 panels for the AVX-512 kernel: panel `q` holds rows `p = 0..k` of columns
+    /// `q·NR .. q·NR + NR`, zero-padded past `n`.
+    Panels(Vec<f32>),
+    /// A standard-layout copy of `B` for the general GEMM.
+    Plain(Array2<F>),
+}
+
+impl<F: Scalar> PackedRhs<F> {
+    /// Packs `b: (k, n)` (any strides; a transposed view such as `w.t()` is fine).
+    pub fn new(b: ArrayView2<'_, F>) -> PackedRhs<F> {
+        let (k, n) = b.dim();
+        let kind = if F::BYTES == 4 && avx512() {
+            let panels = n.div_ceil(NR);
+            let mut packed = vec![0f32; panels * k * NR];
+            for (q, panel) in packed.chunks_exact_mut(k * NR).enumerate() {
+                let cols = b.slice(ndarray::s![.., q * NR..(q * NR + NR).min(n)]);
+                for (row, dst) in cols.rows().into_iter().zip(panel.chunks_exact_mut(NR)) {
+                    for (d, &v) in dst.iter_mut().zip(row.iter()) {
+                        *d = v.f64() as f32; // F is f32 here: exact
+                    }
+                }
+            }
+            Packing::Panels(packed)
+        } else {
+            Packing::Plain(b.to_owned())
+        };
+        PackedRhs { k, n, kind }
+    }
+
+    /// `(k, n)`.
+    pub fn dim(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// `C += A·B` with `A: (m, k)`, `C: (m, n)`. `threaded`: the columns may be split over the
+    /// pool's threads (large products only); the result is the same either way.
+    ///
+    /// # Panics
+    /// If the shapes do not agree (a bug in the caller, as for [`super::gemm`]).
+    pub fn add_product(&self, a: ArrayView2<'_, F>, mut c: ArrayViewMut2<'_, F>, threaded: bool) {
+        let (m, k) = a.dim();
+        assert!(
+            k == self.k && c.dim() == (m, self.n),
+            "packed product: A {:?} · B {:?} does not fit C {:?}",
+            a.dim(),
+            (self.k, self.n),
+            c.dim()
+        );
+        let panels = match &self.kind {
+            Packing::Plain(b) => {
+                let product = if threaded {
+                    super::gemm
+                } else {
+                    super::gemm_one_thread
+                };
+                product(F::one(), a, b.view(), F::one(), c);
+                return;
+            }
+            Packing::Panels(p) => p,
+        };
+        if m == 0 || self.n == 0 || k == 0 {
+            return;
+        }
+        let a = a.as_standard_layout(); // rows contiguous, as the kernel reads them
+        let threads = if threaded {
+            rayon::current_num_threads()
+        } else {
+            1
+        };
+        let blocks = if m * self.n * k >= super::PARALLEL_MIN_MACS {
+            threads.min(self.n.div_ceil(NR))
+        } else {
+            1
+        };
+        if c.strides()[1] != 1 || blocks == 1 {
+            self.panels_into(panels, a.view(), c.view_mut(), 0);
+            return;
+        }
+        let cols = self.n.div_ceil(NR).div_ceil(blocks) * NR;
+        let pieces: Vec<_> = c.axis_chunks_iter_mut(Axis(1), cols).collect();
+        rayon::scope(|scope| {
+            for (i, piece) in pieces.into_iter().enumerate() {
+                let a = a.view();
+                scope.spawn(move |_| self.panels_into(panels, a, piece, i * cols / NR));
+            }
+        });
+    }
+
+    /// `C += A·B[:, first·NR ..]` for the panels that `c`'s columns cover.
+    fn panels_into(
+        &self,
+        panels: &[f32],
+        a: ArrayView2<'_, F>,
+        mut c: ArrayViewMut2<'_, F>,
+        first: usize,
+    ) {
+        let (m, k) = a.dim();
+        let n = c.ncols();
+        if c.strides()[1] != 1 {
+            // Not row-contiguous: through a standard-layout buffer.
+            let mut tmp = c.to_owned();
+            self.panels_into(panels, a, tmp.view_mut(), first);
+            c.assign(&tmp);
+            return;
+        }
+        let lda = a.strides()[0] as usize;
+        let ldc = c.strides()[0] as usize;
+        // SAFETY: F is f32 (panels exist only then), AVX-512 was detected when packing, and the
+        // pointers and strides come from views whose shapes were checked: `a` has `m` rows of
+        // `k` contiguous values, `c` `m` rows of `n` contiguous values, the panels `k·NR` each.
+        unsafe {
+            kernel_avx512(
+                m,
+                k,
+                n,
+                a.as_ptr() as *const f32,
+                lda,
+                &panels[first * k * NR..],
+                c.as_mut_ptr() as *mut f32,
+                ldc,
+            );
+        }
+    }
+}
+
+/// Whether this CPU runs the AVX-512 kernel.
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_avx512(
+    _m: usize,
+    _k: usize,
+    _n: usize,
+    _a: *const f32,
+    _lda: usize,
+    _panels: &[f32],
+    _c: *mut f32,
+    _ldc: usize,
+) {
+    unreachable!("panels are packed only where AVX-512 was detected")
+}
+
+/// `C (m, n) += A (m, k) · panels`, panel after panel, `MR` rows at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_avx512(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const f32,
+    lda: usize,
+    panels: &[f32],
+    c: *mut f32,
+    ldc: usize,
+) {
+    for q in 0..n.div_ceil(NR) {
+        let panel = panels[q * k * NR..(q + 1) * k * NR].as_ptr();
+        let cols = NR.min(n - q * NR);
+        let mut i = 0;
+        while i < m {
+            let rows = MR.min(m - i);
+            // SAFETY: rows i..i+rows of A and C exist, columns q·NR..q·NR+cols of C exist.
+            unsafe {
+                let (a_i, c_i) = (a.add(i * lda), c.add(i * ldc + q * NR));
+                match rows {
+                    8 => block::<8>(a_i, lda, k, panel, c_i, ldc, cols),
+                    7 => block::<7>(a_i, lda, k, panel, c_i, ldc, cols),
+                    6 => block::<6>(a_i, lda, k, panel, c_i, ldc, cols),
+                    5 => block::<5>(a_i, lda, k, panel, c_i, ldc, cols),
+                    4 => block::<4>(a_i, lda, k, panel, c_i, ldc, cols),
+                    3 => block::<3>(a_i, lda, k, panel, c_i, ldc, cols),
+                    2 => block::<2>(a_i, lda, k, panel, c_i, ldc, cols),
+                    _ => block::<1>(a_i, lda, k, panel, c_i, ldc, cols),
+                }
+            }
+            i += rows;
+        }
+    }
+}
+
+/// `C[0..R, 0..cols] += A[0..R, :] · panel`: `R × NR` accumulators in registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn block<const R: usize>(
+    a: *const f32,
+    lda: usize,
+    k: usize,
+    panel: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut lo = [_mm512_setzero_ps(); R];
+    let mut hi = [_mm512_setzero_ps(); R];
+    // SAFETY (whole body): the caller guarantees R rows of A with k values, a panel of k·NR
+    // values, and R rows of C with `cols` values.
+    unsafe {
+        for p in 0..k {
+            let b_lo = _mm512_loadu_ps(panel.add(p * NR));
+            let b_hi = _mm512_loadu_ps(panel.add(p * NR + 16));
+            for r in 0..R {
+                let a_rp = _mm512_set1_ps(*a.add(r * lda + p));
+                lo[r] = _mm512_fmadd_ps(a_rp, b_lo, lo[r]);
+                hi[r] = _mm512_fmadd_ps(a_rp, b_hi, hi[r]);
+            }
+        }
+        for r in 0..R {
+            let row = c.add(r * ldc);
+            if cols == NR {
+                _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), lo[r]));
+                _mm512_storeu_ps(
+                    row.add(16),
+                    _mm512_add_ps(_mm512_loadu_ps(row.add(16)), hi[r]),
+                );
+            } else {
+                let mut sums = [0f32; NR];
+                _mm512_storeu_ps(sums.as_mut_ptr(), lo[r]);
+                _mm512_storeu_ps(sums.as_mut_ptr().add(16), hi[r]);
+                for (j, s) in sums.iter().enumerate().take(cols) {
+                    *row.add(j) += *s;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matrix(rows: usize, cols: usize, seed: usize) -> Array2<f32> {
+        Array2::from_shape_fn((rows, cols), |(i, j)| {
+            ((i * 31 + j * 17 + seed * 7) % 101) as f32 / 50.0 - 1.0
+        })
+    }
+
+    /// Odd shapes (rows not a multiple of MR, columns not of NR), B a transposed view: the
+    /// packed product equals the f64 product to f32 rounding, and splitting rows, columns or
+    /// threads changes no bit.
+    #[test]
+    fn packed_product_matches_f64_and_any_split_gives_the_same_bits() {
+        for (m, k, n) in [(13, 100, 77), (64, 256, 1024), (1, 5, 3), (9, 1, 40)] {
+            let a = matrix(m, k, 1);
+            let w = matrix(n, k, 2); // B = wᵀ
+            let c0 = matrix(m, n, 3);
+            let packed = PackedRhs::new(w.t());
+            assert_eq!(packed.dim(), (k, n));
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let mut c = c0.clone();
+                    packed.add_product(a.view(), c.view_mut(), true);
+                    c
+                })
+            };
+            let one = run(1);
+            assert_eq!(one, run(2), "{m}x{k}x{n}");
+            assert_eq!(one, run(3), "{m}x{k}x{n}");
+            // Row blocks computed apart give the same bits.
+            let mut halves = c0.clone();
+            let split = m / 2;
+            let (top, bottom) = halves.view_mut().split_at(Axis(0), split);
+            packed.add_product(a.slice(ndarray::s![..split, ..]), top, false);
+            packed.add_product(a.slice(ndarray::s![split.., ..]), bottom, false);
+            assert_eq!(one, halves, "{m}x{k}x{n} by rows");
+
+            let exact = c0.mapv(f64::from) + a.mapv(f64::from).dot(&w.t().mapv(f64::from));
+            for (got, want) in one.iter().zip(exact.iter()) {
+                let tol = 1e-5 * (k as f64).sqrt() * want.abs().max(1.0);
+                assert!((f64::from(*got) - want).abs() < tol, "{got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn f64_takes_the_general_path_with_the_same_result_as_gemm() {
+        let a = matrix(7, 9, 4).mapv(f64::from);
+        let b = matrix(9, 11, 5).mapv(f64::from);
+        let mut c = Array2::<f64>::ones((7, 11));
+        PackedRhs::new(b.view()).add_product(a.view(), c.view_mut(), true);
+        let mut want = Array2::<f64>::ones((7, 11));
+        super::super::gemm(1.0, a.view(), b.view(), 1.0, want.view_mut());
+        assert_eq!(c, want);
+    }
+}
