@@ -23,6 +23,7 @@ use ndarray::{
 };
 
 use crate::gemm::{PackedRhs, gemm};
+use crate::layers::scratch;
 use crate::{Param, Scalar};
 
 use super::CellKind;
@@ -43,7 +44,7 @@ pub struct DirectionParams<F: Scalar> {
 
 /// What the backward pass of one direction needs from its forward pass.
 #[derive(Clone, Debug)]
-pub struct DirectionCache<F> {
+pub struct DirectionCache<F: Scalar> {
     /// Gate activations of every step, `(T·B, G·H)`; rows of finished sequences are unused.
     gates: Array2<F>,
     /// Hidden states in time order, `(T+1, B, H)`: forward holds `h0` at 0 and `h_t` at `t+1`;
@@ -53,6 +54,16 @@ pub struct DirectionCache<F> {
     cells: Array3<F>,
     /// GRU only: `W_hn h_{t−1} + b_hn` of every step, `(T·B, H)`; empty otherwise.
     hn: Array2<F>,
+}
+
+/// The cache's buffers go back to the thread's pool for the next forward pass.
+impl<F: Scalar> Drop for DirectionCache<F> {
+    fn drop(&mut self) {
+        scratch::recycle(std::mem::take(&mut self.gates));
+        scratch::recycle(std::mem::take(&mut self.states));
+        scratch::recycle(std::mem::take(&mut self.cells));
+        scratch::recycle(std::mem::take(&mut self.hn));
+    }
 }
 
 impl<F: Scalar> DirectionCache<F> {
@@ -75,6 +86,15 @@ impl<F: Scalar> DirectionCache<F> {
         };
         self.cells.index_axis(Axis(0), last)
     }
+}
+
+/// A zero-filled array whose storage comes from this thread's pool of released buffers
+/// ([`crate::layers::scratch`]): the caches of a time loop are tens of MB, and fresh pages cost
+/// a page fault each on first touch.
+fn pooled_zeros<F: Scalar, D: ndarray::Dimension>(shape: D) -> ndarray::Array<F, D> {
+    let mut buf = scratch::take::<F>(shape.size());
+    buf.fill(F::zero());
+    ndarray::Array::from_shape_vec(shape, buf).expect("length is the shape's size")
 }
 
 /// Where step `t` reads its previous state and writes its new one, in a `(T+1, B, H)` buffer.
@@ -247,7 +267,7 @@ impl<F: Scalar> DirectionParams<F> {
         let gh = kind.gates() * h;
 
         // (T·B, G·H) ← X·W_ihᵀ + b_ih, plus b_hh except for the GRU, whose n-gate needs W_hn h + b_hn apart.
-        let mut gates = Array2::<F>::zeros((t_len * batch, gh));
+        let mut gates: Array2<F> = pooled_zeros(ndarray::Dim([t_len * batch, gh]));
         let mut bias = self.bias_ih.value.clone();
         if kind != CellKind::Gru {
             bias += &self.bias_hh.value;
@@ -261,11 +281,11 @@ impl<F: Scalar> DirectionParams<F> {
             gates.view_mut(),
         );
 
-        let mut states = Array3::<F>::zeros((t_len + 1, batch, h));
+        let mut states: Array3<F> = pooled_zeros(ndarray::Dim([t_len + 1, batch, h]));
         let start = if reverse { t_len } else { 0 };
         states.index_axis_mut(Axis(0), start).assign(&h0);
         let mut cells = if kind.has_cell_state() {
-            let mut c = Array3::<F>::zeros((t_len + 1, batch, h));
+            let mut c: Array3<F> = pooled_zeros(ndarray::Dim([t_len + 1, batch, h]));
             if let Some(c0) = c0 {
                 c.index_axis_mut(Axis(0), start).assign(&c0);
             }
@@ -274,7 +294,7 @@ impl<F: Scalar> DirectionParams<F> {
             Array3::zeros((0, 0, 0))
         };
         let mut hn = if kind == CellKind::Gru {
-            Array2::<F>::zeros((t_len * batch, h))
+            pooled_zeros(ndarray::Dim([t_len * batch, h]))
         } else {
             Array2::zeros((0, 0))
         };
@@ -444,10 +464,10 @@ impl<F: Scalar> DirectionParams<F> {
         } else {
             Array2::zeros((0, 0))
         };
-        let mut d_gates = Array2::<F>::zeros((t_len * batch, gh)); // (T·B, G·H) ∂L/∂(input-side pre-activations)
+        let mut d_gates: Array2<F> = pooled_zeros(ndarray::Dim([t_len * batch, gh])); // (T·B, G·H) ∂L/∂(input-side pre-activations)
         // GRU: ∂L/∂(W_hh h + b_hh) differs from d_gates in the n block; other cells share d_gates.
         let mut d_recurrent = if kind == CellKind::Gru {
-            Array2::<F>::zeros((t_len * batch, gh))
+            pooled_zeros(ndarray::Dim([t_len * batch, gh]))
         } else {
             Array2::zeros((0, 0))
         };
@@ -543,6 +563,8 @@ impl<F: Scalar> DirectionParams<F> {
             dx,
         );
 
+        scratch::recycle(d_gates);
+        scratch::recycle(d_recurrent);
         let dc0 = kind.has_cell_state().then_some(dc);
         (dh, dc0)
     }

@@ -208,7 +208,7 @@ pub struct SeqGrads<F> {
     pub step_grad_norms: Array2<f64>,
 }
 
-struct LayerCache<F> {
+struct LayerCache<F: Scalar> {
     /// `(T·B, I_l)`: what layer `l` read (after dropout for `l > 0`).
     input: Array2<F>,
     /// `(T·B, I_l)`: the dropout mask (0 or 1/(1−p)) applied to layer `l − 1`'s output.
@@ -217,7 +217,7 @@ struct LayerCache<F> {
     dirs: Vec<DirectionCache<F>>,
 }
 
-struct Cache<F> {
+struct Cache<F: Scalar> {
     layers: Vec<LayerCache<F>>,
     t_len: usize,
     batch: usize,
