@@ -17,11 +17,15 @@
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 
 use crate::Scalar;
+use crate::layers::scratch;
 
 /// Columns of `B` per panel: two AVX-512 vectors of f32.
 pub const NR: usize = 32;
 /// Rows of `A` per kernel call.
 const MR: usize = 8;
+/// Steps of the inner dimension per pass over `C`: an `MR × KC` block of `A` and a `KC × NR`
+/// piece of a panel (32 KiB) stay in the first-level cache.
+const KC: usize = 256;
 
 /// `B (k, n)`, packed for [`PackedRhs::add_product`].
 #[derive(Clone, Debug)]
@@ -45,16 +49,8 @@ impl<F: Scalar> PackedRhs<F> {
     pub fn new(b: ArrayView2<'_, F>) -> PackedRhs<F> {
         let (k, n) = b.dim();
         let kind = if F::BYTES == 4 && avx512() {
-            let panels = n.div_ceil(NR);
-            let mut packed = vec![0f32; panels * k * NR];
-            for (q, panel) in packed.chunks_exact_mut(k * NR).enumerate() {
-                let cols = b.slice(ndarray::s![.., q * NR..(q * NR + NR).min(n)]);
-                for (row, dst) in cols.rows().into_iter().zip(panel.chunks_exact_mut(NR)) {
-                    for (d, &v) in dst.iter_mut().zip(row.iter()) {
-                        *d = v.f64() as f32; // F is f32 here: exact
-                    }
-                }
-            }
+            let mut packed = vec![0f32; n.div_ceil(NR) * k * NR];
+            pack_panels(b, &mut packed);
             Packing::Panels(packed)
         } else {
             Packing::Plain(b.to_owned())
@@ -107,8 +103,14 @@ impl<F: Scalar> PackedRhs<F> {
         } else {
             1
         };
-        if c.strides()[1] != 1 || blocks == 1 {
-            self.panels_into(panels, a.view(), c.view_mut(), 0);
+        if c.strides()[1] != 1 || c.strides()[0] < 0 {
+            let mut tmp = c.as_standard_layout().into_owned();
+            add_panels(panels, a.view(), tmp.view_mut(), 0);
+            c.assign(&tmp);
+            return;
+        }
+        if blocks == 1 {
+            add_panels(panels, a.view(), c, 0);
             return;
         }
         let cols = self.n.div_ceil(NR).div_ceil(blocks) * NR;
@@ -116,50 +118,112 @@ impl<F: Scalar> PackedRhs<F> {
         rayon::scope(|scope| {
             for (i, piece) in pieces.into_iter().enumerate() {
                 let a = a.view();
-                scope.spawn(move |_| self.panels_into(panels, a, piece, i * cols / NR));
+                scope.spawn(move |_| add_panels(panels, a, piece, i * cols / NR));
             }
         });
     }
+}
 
-    /// `C += A·B[:, first·NR ..]` for the panels that `c`'s columns cover.
-    fn panels_into(
-        &self,
-        panels: &[f32],
-        a: ArrayView2<'_, F>,
-        mut c: ArrayViewMut2<'_, F>,
-        first: usize,
-    ) {
-        let (m, k) = a.dim();
-        let n = c.ncols();
-        if c.strides()[1] != 1 {
-            // Not row-contiguous: through a standard-layout buffer.
-            let mut tmp = c.to_owned();
-            self.panels_into(panels, a, tmp.view_mut(), first);
-            c.assign(&tmp);
-            return;
-        }
-        let lda = a.strides()[0] as usize;
-        let ldc = c.strides()[0] as usize;
-        // SAFETY: F is f32 (panels exist only then), AVX-512 was detected when packing, and the
-        // pointers and strides come from views whose shapes were checked: `a` has `m` rows of
-        // `k` contiguous values, `c` `m` rows of `n` contiguous values, the panels `k·NR` each.
-        unsafe {
-            kernel_avx512(
-                m,
-                k,
-                n,
-                a.as_ptr() as *const f32,
-                lda,
-                &panels[first * k * NR..],
-                c.as_mut_ptr() as *mut f32,
-                ldc,
-            );
+/// `b: (k, n)` into `out` (at least `⌈n/NR⌉·k·NR` values) as panels of [`NR`] columns: panel
+/// `q` holds rows `p = 0..k` of columns `q·NR .. q·NR + NR`, zero-padded past `n`. `F` is f32.
+fn pack_panels<F: Scalar>(b: ArrayView2<'_, F>, out: &mut [f32]) {
+    let (k, n) = b.dim();
+    for (q, panel) in out
+        .chunks_exact_mut(k * NR)
+        .take(n.div_ceil(NR))
+        .enumerate()
+    {
+        let cols = b.slice(ndarray::s![.., q * NR..(q * NR + NR).min(n)]);
+        let width = cols.ncols();
+        for (row, dst) in cols.rows().into_iter().zip(panel.chunks_exact_mut(NR)) {
+            match row.as_slice() {
+                // F is f32 here: the casts are exact, and this is a plain copy.
+                Some(src) => {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = v.f64() as f32;
+                    }
+                }
+                None => {
+                    for (d, &v) in dst.iter_mut().zip(row.iter()) {
+                        *d = v.f64() as f32;
+                    }
+                }
+            }
+            dst[width..].fill(0.0);
         }
     }
 }
 
-/// Whether this CPU runs the AVX-512 kernel.
-fn avx512() -> bool {
+/// `C ← A·B + β·C` for f32 on a CPU with AVX-512 (the caller checks both): `B` packed into
+/// panels in a pooled buffer, then the same kernel as [`PackedRhs`]. `A` is read in place when
+/// its rows are contiguous (else from a standard-layout copy), `C` written in place when its
+/// rows are (else through a copy).
+pub(super) fn gemm_f32<F: Scalar>(
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    beta: F,
+    mut c: ArrayViewMut2<'_, F>,
+) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    if beta == F::zero() {
+        c.fill(F::zero());
+    } else if beta != F::one() {
+        c.mapv_inplace(|v| v * beta);
+    }
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let mut panels = scratch::Scratch::<f32>::take(n.div_ceil(NR) * k * NR);
+    pack_panels(b, &mut panels);
+    let copy; // A with contiguous rows, when its own are not
+    let a = if a.strides()[1] == 1 && a.strides()[0] >= 0 {
+        a
+    } else {
+        copy = a.as_standard_layout().into_owned();
+        copy.view()
+    };
+    if c.strides()[1] != 1 || c.strides()[0] < 0 {
+        let mut tmp = c.as_standard_layout().into_owned();
+        add_panels(&panels, a, tmp.view_mut(), 0);
+        c.assign(&tmp);
+    } else {
+        add_panels(&panels, a, c, 0);
+    }
+}
+
+/// `C += A·B[:, first·NR ..]` for the panels that `c`'s columns cover; `a` and `c` have
+/// contiguous rows (checked by the callers).
+fn add_panels<F: Scalar>(
+    panels: &[f32],
+    a: ArrayView2<'_, F>,
+    mut c: ArrayViewMut2<'_, F>,
+    first: usize,
+) {
+    let (m, k) = a.dim();
+    let n = c.ncols();
+    let lda = a.strides()[0] as usize;
+    let ldc = c.strides()[0] as usize;
+    debug_assert!(F::BYTES == 4 && a.strides()[1] == 1 && c.strides()[1] == 1);
+    // SAFETY: F is f32 (the callers pack panels only then), AVX-512 was detected before packing,
+    // and the pointers and strides come from views whose shapes were checked: `a` has `m` rows
+    // of `k` contiguous values, `c` `m` rows of `n` contiguous values, the panels `k·NR` each.
+    unsafe {
+        kernel_avx512(
+            m,
+            k,
+            n,
+            a.as_ptr() as *const f32,
+            lda,
+            &panels[first * k * NR..],
+            c.as_mut_ptr() as *mut f32,
+            ldc,
+        );
+    }
+}
+
+/// Whether this CPU runs the AVX-512 kernel (detected once, then a cached flag).
+pub(super) fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -199,27 +263,31 @@ unsafe fn kernel_avx512(
     c: *mut f32,
     ldc: usize,
 ) {
-    for q in 0..n.div_ceil(NR) {
-        let panel = panels[q * k * NR..(q + 1) * k * NR].as_ptr();
-        let cols = NR.min(n - q * NR);
-        let mut i = 0;
-        while i < m {
-            let rows = MR.min(m - i);
-            // SAFETY: rows i..i+rows of A and C exist, columns q·NR..q·NR+cols of C exist.
-            unsafe {
-                let (a_i, c_i) = (a.add(i * lda), c.add(i * ldc + q * NR));
-                match rows {
-                    8 => block::<8>(a_i, lda, k, panel, c_i, ldc, cols),
-                    7 => block::<7>(a_i, lda, k, panel, c_i, ldc, cols),
-                    6 => block::<6>(a_i, lda, k, panel, c_i, ldc, cols),
-                    5 => block::<5>(a_i, lda, k, panel, c_i, ldc, cols),
-                    4 => block::<4>(a_i, lda, k, panel, c_i, ldc, cols),
-                    3 => block::<3>(a_i, lda, k, panel, c_i, ldc, cols),
-                    2 => block::<2>(a_i, lda, k, panel, c_i, ldc, cols),
-                    _ => block::<1>(a_i, lda, k, panel, c_i, ldc, cols),
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        for q in 0..n.div_ceil(NR) {
+            let panel = panels[(q * k + k0) * NR..(q * k + k0 + kc) * NR].as_ptr();
+            let cols = NR.min(n - q * NR);
+            let mut i = 0;
+            while i < m {
+                let rows = MR.min(m - i);
+                // SAFETY: rows i..i+rows of A (columns k0..k0+kc) and C exist, and columns
+                // q·NR..q·NR+cols of C.
+                unsafe {
+                    let (a_i, c_i) = (a.add(i * lda + k0), c.add(i * ldc + q * NR));
+                    match rows {
+                        8 => block::<8>(a_i, lda, kc, panel, c_i, ldc, cols),
+                        7 => block::<7>(a_i, lda, kc, panel, c_i, ldc, cols),
+                        6 => block::<6>(a_i, lda, kc, panel, c_i, ldc, cols),
+                        5 => block::<5>(a_i, lda, kc, panel, c_i, ldc, cols),
+                        4 => block::<4>(a_i, lda, kc, panel, c_i, ldc, cols),
+                        3 => block::<3>(a_i, lda, kc, panel, c_i, ldc, cols),
+                        2 => block::<2>(a_i, lda, kc, panel, c_i, ldc, cols),
+                        _ => block::<1>(a_i, lda, kc, panel, c_i, ldc, cols),
+                    }
                 }
+                i += rows;
             }
-            i += rows;
         }
     }
 }
@@ -319,6 +387,36 @@ mod tests {
             for (got, want) in one.iter().zip(exact.iter()) {
                 let tol = 1e-5 * (k as f64).sqrt() * want.abs().max(1.0);
                 assert!((f64::from(*got) - want).abs() < tol, "{got} vs {want}");
+            }
+        }
+    }
+
+    /// The one-shot f32 product behind `gemm` (α = 1): β = 0 (C not read, even if NaN), 1 and
+    /// ½; C and B as transposed views; A with contiguous rows.
+    #[test]
+    fn one_shot_product_handles_beta_and_strided_operands() {
+        let (m, k, n) = (11, 300, 45); // k spans two KC passes
+        let a = matrix(m, k, 6);
+        let b = matrix(n, k, 7); // used as bᵀ: (k, n)
+        let exact = a.mapv(f64::from).dot(&b.t().mapv(f64::from));
+        for beta in [0.0f32, 1.0, 0.5] {
+            let mut c_t = Array2::<f32>::from_elem((n, m), 2.0); // C = c_tᵀ, column-major
+            if beta == 0.0 {
+                c_t.fill(f32::NAN);
+            }
+            super::super::gemm(1.0, a.view(), b.t(), beta, c_t.view_mut().reversed_axes());
+            for ((i, j), want) in exact.indexed_iter() {
+                let want = want
+                    + if beta == 0.0 {
+                        0.0
+                    } else {
+                        2.0 * f64::from(beta)
+                    };
+                let got = f64::from(c_t[[j, i]]);
+                assert!(
+                    (got - want).abs() < 1e-4 * want.abs().max(1.0),
+                    "β {beta}: {got} vs {want}"
+                );
             }
         }
     }
