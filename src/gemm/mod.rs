@@ -116,6 +116,8 @@ fn gemm_with<F: Scalar>(
     kernel(alpha, a, b, beta, c);
 }
 
+/// A transposed left operand of at most this many values is copied for the AVX-512 kernel.
+const SMALL_A_COPY: usize = 1 << 16;
 /// Products with fewer multiply-adds than this run on one thread (the split does not pay).
 pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 20;
 /// Each thread gets at least this many rows of `C` when rows are split.
@@ -131,9 +133,11 @@ fn kernel<F: Scalar>(
     beta: F,
     mut c: ArrayViewMut2<'_, F>,
 ) {
-    // f32 with A's rows contiguous: the AVX-512 kernel where the CPU has it (a transposed A
-    // would first be copied; the general kernel reads it in place).
-    if F::BYTES == 4 && alpha == F::one() && a.strides()[1] == 1 && packed::avx512() {
+    // f32: the AVX-512 kernel where the CPU has it, when A's rows are contiguous or A is small
+    // enough to copy (a weight matrix used transposed); a large transposed A (the weight
+    // gradients of a recurrent layer) is read in place by the general kernel.
+    let a_rows_ok = a.strides()[1] == 1 || a.len() <= SMALL_A_COPY;
+    if F::BYTES == 4 && alpha == F::one() && a_rows_ok && packed::avx512() {
         packed::gemm_f32(a, b, beta, c);
         return;
     }

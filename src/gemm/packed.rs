@@ -128,28 +128,32 @@ impl<F: Scalar> PackedRhs<F> {
 /// `q` holds rows `p = 0..k` of columns `q·NR .. q·NR + NR`, zero-padded past `n`. `F` is f32.
 fn pack_panels<F: Scalar>(b: ArrayView2<'_, F>, out: &mut [f32]) {
     let (k, n) = b.dim();
-    for (q, panel) in out
-        .chunks_exact_mut(k * NR)
-        .take(n.div_ceil(NR))
-        .enumerate()
-    {
-        let cols = b.slice(ndarray::s![.., q * NR..(q * NR + NR).min(n)]);
-        let width = cols.ncols();
-        for (row, dst) in cols.rows().into_iter().zip(panel.chunks_exact_mut(NR)) {
-            match row.as_slice() {
-                // F is f32 here: the casts are exact, and this is a plain copy.
-                Some(src) => {
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = v.f64() as f32;
-                    }
-                }
-                None => {
-                    for (d, &v) in dst.iter_mut().zip(row.iter()) {
+    let panels = n.div_ceil(NR);
+    let out = &mut out[..panels * k * NR];
+    // The last panel's columns past `n` stay zero.
+    if n % NR != 0 {
+        let last = &mut out[(panels - 1) * k * NR..];
+        for row in last.chunks_exact_mut(NR) {
+            row[n % NR..].fill(0.0);
+        }
+    }
+    for (p, row) in b.rows().into_iter().enumerate() {
+        // Row p of B, read in order, goes to row p of every panel.
+        match row.as_slice() {
+            Some(src) => {
+                // F is f32 here: a plain copy of NR values per panel.
+                for (q, chunk) in src.chunks(NR).enumerate() {
+                    let dst = &mut out[(q * k + p) * NR..(q * k + p) * NR + chunk.len()];
+                    for (d, &v) in dst.iter_mut().zip(chunk) {
                         *d = v.f64() as f32;
                     }
                 }
             }
-            dst[width..].fill(0.0);
+            None => {
+                for (col, &v) in row.iter().enumerate() {
+                    out[((col / NR) * k + p) * NR + col % NR] = v.f64() as f32;
+                }
+            }
         }
     }
 }
