@@ -92,7 +92,13 @@ impl<F: Scalar> PackedRhs<F> {
         if m == 0 || self.n == 0 || k == 0 {
             return;
         }
-        let a = a.as_standard_layout(); // rows contiguous, as the kernel reads them
+        let copy; // A with contiguous rows, when its own are not
+        let a = if rows_contiguous(&a) {
+            a
+        } else {
+            copy = a.as_standard_layout().into_owned();
+            copy.view()
+        };
         let threads = if threaded {
             rayon::current_num_threads()
         } else {
@@ -103,7 +109,7 @@ impl<F: Scalar> PackedRhs<F> {
         } else {
             1
         };
-        if c.strides()[1] != 1 || c.strides()[0] < 0 {
+        if !rows_contiguous(&c) {
             let mut tmp = c.as_standard_layout().into_owned();
             add_panels(panels, a.view(), tmp.view_mut(), 0);
             c.assign(&tmp);
@@ -181,19 +187,25 @@ pub(super) fn gemm_f32<F: Scalar>(
     let mut panels = scratch::Scratch::<f32>::take(n.div_ceil(NR) * k * NR);
     pack_panels(b, &mut panels);
     let copy; // A with contiguous rows, when its own are not
-    let a = if a.strides()[1] == 1 && a.strides()[0] >= 0 {
+    let a = if rows_contiguous(&a) {
         a
     } else {
         copy = a.as_standard_layout().into_owned();
         copy.view()
     };
-    if c.strides()[1] != 1 || c.strides()[0] < 0 {
+    if !rows_contiguous(&c) {
         let mut tmp = c.as_standard_layout().into_owned();
         add_panels(&panels, a, tmp.view_mut(), 0);
         c.assign(&tmp);
     } else {
         add_panels(&panels, a, c, 0);
     }
+}
+
+/// Whether the rows of `v` are runs of contiguous values in memory order (one column, or unit
+/// column stride), with a non-negative row stride: what the kernel reads and writes.
+fn rows_contiguous<S: ndarray::Data>(v: &ndarray::ArrayBase<S, ndarray::Ix2>) -> bool {
+    (v.ncols() <= 1 || v.strides()[1] == 1) && v.strides()[0] >= 0
 }
 
 /// `C += A·B[:, first·NR ..]` for the panels that `c`'s columns cover; `a` and `c` have
@@ -208,7 +220,7 @@ fn add_panels<F: Scalar>(
     let n = c.ncols();
     let lda = a.strides()[0] as usize;
     let ldc = c.strides()[0] as usize;
-    debug_assert!(F::BYTES == 4 && a.strides()[1] == 1 && c.strides()[1] == 1);
+    debug_assert!(F::BYTES == 4 && rows_contiguous(&a) && rows_contiguous(&c));
     // SAFETY: F is f32 (the callers pack panels only then), AVX-512 was detected before packing,
     // and the pointers and strides come from views whose shapes were checked: `a` has `m` rows
     // of `k` contiguous values, `c` `m` rows of `n` contiguous values, the panels `k·NR` each.
