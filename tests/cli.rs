@@ -227,12 +227,17 @@ fn split_fixture(case: &str, dir: &Path) -> (TensorFile, std::path::PathBuf, std
 #[test]
 fn forward_runs_pytorch_weights_like_pytorch() {
     let dir = tempfile::tempdir().unwrap();
-    for (case, arch, batch_first) in [
+    // Both matrix-product paths: the AVX-512 kernel (where the CPU has it) and the general one
+    // that CPUs without it take (forced with SKIPGATE_NO_AVX512).
+    for ((case, arch, batch_first), general_path) in [
         ("lstm_lengths", "lstm", false),
         ("gru_deep_bidir_h0", "gru", false),
         ("rnn_relu_batch_first", "rnn-relu", true),
         ("rnn_tanh_basic", "rnn", false),
-    ] {
+    ]
+    .into_iter()
+    .flat_map(|c| [(c, false), (c, true)])
+    {
         let (fx, w, i) = split_fixture(case, dir.path());
         let out = dir.path().join(format!("{case}-out.safetensors"));
         let mut args = vec![
@@ -249,7 +254,12 @@ fn forward_runs_pytorch_weights_like_pytorch() {
         if batch_first {
             args.push("--batch-first");
         }
-        ok(&args);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_skipgate"));
+        if general_path {
+            command.env("SKIPGATE_NO_AVX512", "1");
+        }
+        let o = command.args(&args).output().unwrap();
+        assert!(o.status.success(), "{case}: {}", stderr(&o));
         let got = TensorFile::read(&out).unwrap();
         let want_names: Vec<&str> = if arch == "lstm" {
             vec!["c_n", "h_n", "output"]

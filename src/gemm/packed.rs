@@ -238,16 +238,18 @@ fn add_panels<F: Scalar>(
     }
 }
 
-/// Whether this CPU runs the AVX-512 kernel (detected once, then a cached flag).
+/// Whether this CPU runs the AVX-512 kernel: detected once. Setting `SKIPGATE_NO_AVX512` in
+/// the environment turns it off (everything then takes the general path, as on a CPU without
+/// AVX-512: how that path is tested on machines that have it).
 pub(super) fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        let detected = std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let detected = false;
+        detected && std::env::var_os("SKIPGATE_NO_AVX512").is_none()
+    })
 }
 
 #[cfg(not(target_arch = "x86_64"))]
