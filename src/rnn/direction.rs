@@ -92,8 +92,14 @@ impl<F: Scalar> DirectionCache<F> {
 /// ([`crate::layers::scratch`]): the caches of a time loop are tens of MB, and fresh pages cost
 /// a page fault each on first touch.
 fn pooled_zeros<F: Scalar, D: ndarray::Dimension>(shape: D) -> ndarray::Array<F, D> {
-    let mut buf = scratch::take::<F>(shape.size());
-    buf.fill(F::zero());
+    let mut a = pooled(shape);
+    a.fill(F::zero());
+    a
+}
+
+/// [`pooled_zeros`] without the zeros: stale values, for a buffer the caller writes in full.
+fn pooled<F: Scalar, D: ndarray::Dimension>(shape: D) -> ndarray::Array<F, D> {
+    let buf = scratch::take::<F>(shape.size());
     ndarray::Array::from_shape_vec(shape, buf).expect("length is the shape's size")
 }
 
@@ -267,7 +273,7 @@ impl<F: Scalar> DirectionParams<F> {
         let gh = kind.gates() * h;
 
         // (T·B, G·H) ← X·W_ihᵀ + b_ih, plus b_hh except for the GRU, whose n-gate needs W_hn h + b_hn apart.
-        let mut gates: Array2<F> = pooled_zeros(ndarray::Dim([t_len * batch, gh]));
+        let mut gates: Array2<F> = pooled(ndarray::Dim([t_len * batch, gh])); // bias written next
         let mut bias = self.bias_ih.value.clone();
         if kind != CellKind::Gru {
             bias += &self.bias_hh.value;
@@ -281,13 +287,17 @@ impl<F: Scalar> DirectionParams<F> {
             gates.view_mut(),
         );
 
-        let mut states: Array3<F> = pooled_zeros(ndarray::Dim([t_len + 1, batch, h]));
+        // Every step writes its state for every row (a finished row copies the previous one),
+        // so only the initial states are written here.
+        let mut states: Array3<F> = pooled(ndarray::Dim([t_len + 1, batch, h]));
         let start = if reverse { t_len } else { 0 };
         states.index_axis_mut(Axis(0), start).assign(&h0);
         let mut cells = if kind.has_cell_state() {
-            let mut c: Array3<F> = pooled_zeros(ndarray::Dim([t_len + 1, batch, h]));
-            if let Some(c0) = c0 {
-                c.index_axis_mut(Axis(0), start).assign(&c0);
+            let mut c: Array3<F> = pooled(ndarray::Dim([t_len + 1, batch, h]));
+            let mut c_start = c.index_axis_mut(Axis(0), start);
+            match c0 {
+                Some(c0) => c_start.assign(&c0),
+                None => c_start.fill(F::zero()),
             }
             c
         } else {
