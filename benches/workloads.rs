@@ -78,6 +78,7 @@ fn run() -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    skipgate::alloc::keep_freed_memory(); // as the skipgate binary does
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -39,6 +39,7 @@
 //! | [`train`] | the training loop behind `skipgate train` and `skipgate lab` |
 //! | [`bench`] | the benchmark workloads and their runner, behind `skipgate bench` |
 
+pub mod alloc;
 pub mod bench;
 pub mod data;
 pub mod diag;

@@ -57,6 +57,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    skipgate::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Lab(a) => lab::run(a),
