@@ -25,8 +25,9 @@
 //! ## Modules
 //! | module | contents |
 //! |---|---|
-//! | [`gemm`] | the one place that multiplies matrices |
-//! | [`fastmath`] | vectorisable `f32` exp, tanh and sigmoid |
+//! | [`gemm`] | the one place that multiplies matrices (and `PackedRhs`, weights packed once for a time loop) |
+//! | [`fastmath`] | vectorisable `f32` exp, tanh and sigmoid; loops compiled for AVX2 at run time |
+//! | [`alloc`] | keeping freed memory for reuse (glibc), as the `skipgate` binary does |
 //! | [`layers`] | Linear, Embedding, activations, Dropout, BatchNorm2d |
 //! | [`loss`] | MSE, softmax cross-entropy |
 //! | [`rnn`] | RNN/LSTM/GRU cells and multi-layer, bidirectional, variable-length layers with BPTT |
@@ -37,7 +38,7 @@
 //! | [`diag`] | gradient-flow probes: ‖∂L/∂h_t‖ through time, ‖∂L/∂x‖ through depth, singular values |
 //! | [`report`] | SVG line plots and self-contained HTML reports (figures with their CSV data) |
 //! | [`train`] | the training loop behind `skipgate train` and `skipgate lab` |
-//! | [`bench`] | the benchmark workloads and their runner, behind `skipgate bench` |
+//! | [`bench`](mod@bench) | the benchmark workloads and their runner, behind `skipgate bench` |
 
 pub mod alloc;
 pub mod bench;

@@ -24,8 +24,8 @@
 //! with rayon when the tensor is large; every channel is summed in the same order either way, so
 //! the result does not depend on the number of threads.
 //!
-//! Inside the crate, the residual blocks call [`BatchNorm2d::forward_in_place`] and
-//! [`BatchNorm2d::backward_in_place`], which overwrite their argument instead of allocating, and
+//! Inside the crate, the residual blocks call `BatchNorm2d::forward_in_place` and
+//! `BatchNorm2d::backward_in_place`, which overwrite their argument instead of allocating, and
 //! can fuse the ReLU that follows the normalisation: the output is `relu(γ·x̂ + β)`, and the
 //! backward pass recomputes `γ·x̂ + β` from the kept `x̂` (with the γ, β of the forward pass) to
 //! know where the ReLU let the gradient through.
@@ -258,7 +258,7 @@ impl<F: Scalar> BatchNorm2d<F> {
     }
 
     /// [`BatchNorm2d::forward`], followed by a ReLU if `relu` (see
-    /// [`BatchNorm2d::forward_in_place`]).
+    /// `BatchNorm2d::forward_in_place`).
     pub(crate) fn forward_fused(
         &mut self,
         x: ArrayView4<'_, F>,
@@ -303,7 +303,7 @@ impl<F: Scalar> BatchNorm2d<F> {
 
     /// [`BatchNorm2d::forward`] overwriting its input, `x ← γ·x̂ + β`, or with `relu`
     /// `x ← max(γ·x̂ + β, 0)` (the ReLU that follows the normalisation in a residual block, whose
-    /// derivative the next [`BatchNorm2d::backward_in_place`] then applies).
+    /// derivative the next `BatchNorm2d::backward_in_place` then applies).
     ///
     /// # Errors
     /// Those of [`BatchNorm2d::forward`]; `x` is unchanged then.

@@ -38,7 +38,7 @@
 //!
 //! Allocation: a training step would otherwise ask the allocator for fresh megabytes for every
 //! `cols` buffer, output and cached input, and pay a page fault per 4 KiB to get them. The `cols`
-//! buffers and the outputs come from the per-thread pool of [`super::scratch`], and the
+//! buffers and the outputs come from the per-thread pool of `layers::scratch`, and the
 //! channels-last copy of the input is written into the buffer the previous backward pass released.
 
 use ndarray::{Array1, Array4, ArrayView2, ArrayView4, ArrayViewMut2, Ix1, Ix4};

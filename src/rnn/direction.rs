@@ -13,6 +13,12 @@
 //! every step; the weight gradients are then three large GEMMs over all steps at once:
 //! `dW_ih += dGᵀ·X`, `dW_hh += dGᵀ·H_prev`, `dX += dG·W_ih`.
 //!
+//! Speed: a batch row's recurrence never reads another row, so the time loops run on blocks of
+//! batch rows, one per thread, each over the whole sequence (no hand-over between steps); the
+//! recurrent weights are packed once per call for all steps and blocks ([`PackedRhs`]); the
+//! large per-sequence buffers come from the thread's buffer pool. None of this changes a bit of
+//! the results (each row's arithmetic is the same in any block).
+//!
 //! Variable lengths: a row whose sequence has ended (`t ≥ len_b`) keeps its state unchanged and
 //! outputs zeros, in both directions. The reverse direction therefore starts each row at its own
 //! last valid step, exactly as PyTorch's packed sequences do.
