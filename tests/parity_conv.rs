@@ -133,6 +133,15 @@ fn window_pool(f: &Fixture, c: &mut Checker) {
     let (y, dx) = match f.cfg_str("op") {
         "maxpool2d" => {
             let mut m = MaxPool2d::new_hw(k).stride_hw(s).padding_hw(p);
+            // Eval mode keeps no positions and takes its own path: the same maxima.
+            let eval = m.forward(x.view(), Mode::Eval).unwrap();
+            c.check(
+                n,
+                "output (eval)",
+                eval.view(),
+                f.f32("output").view(),
+                FORWARD,
+            );
             let y = m.forward(x.view(), Mode::Train);
             (y, m.backward(dy.view()))
         }

@@ -210,6 +210,17 @@ impl MaxPool2d {
         // Stale values from the buffer pool: `max_plane` writes every element.
         let y_buf = scratch::take(n * c * l);
         let mut y = Array4::from_shape_vec((n, c, win.oh, win.ow), y_buf).expect("len matches"); // (N, C, OH, OW)
+        if !mode.is_train() {
+            // Eval: the maxima only (no positions to keep for a backward pass).
+            if l > 0 {
+                y.as_slice_mut()
+                    .expect("fresh array")
+                    .par_chunks_mut(l)
+                    .zip(xs.par_chunks(win.h * win.w))
+                    .for_each(|(y_p, x_p)| max_plane_values(&win, x_p, y_p));
+            }
+            return Ok(y);
+        }
         let mut argmax = vec![0usize; n * c * l]; // (N, C, OH, OW)
         if !argmax.is_empty() {
             y.as_slice_mut()
@@ -219,13 +230,11 @@ impl MaxPool2d {
                 .zip(xs.par_chunks(win.h * win.w))
                 .for_each(|((y_p, arg_p), x_p)| max_plane(&win, x_p, y_p, arg_p));
         }
-        if mode.is_train() {
-            let shapes = Shapes {
-                input: dims4(x.shape()),
-                output: [n, c, win.oh, win.ow],
-            };
-            self.cache = Some((shapes, argmax));
-        }
+        let shapes = Shapes {
+            input: dims4(x.shape()),
+            output: [n, c, win.oh, win.ow],
+        };
+        self.cache = Some((shapes, argmax));
         Ok(y)
     }
 
@@ -285,6 +294,24 @@ fn max_plane<F: Scalar>(win: &Window, x_p: &[F], y_p: &mut [F], arg_p: &mut [usi
             }
             y_p[oh * win.ow + ow] = best;
             arg_p[oh * win.ow + ow] = at;
+        }
+    }
+}
+
+/// [`max_plane`] without the positions (eval mode): the same maxima, NaN propagating, as a
+/// branch-free select the compiler can vectorise.
+fn max_plane_values<F: Scalar>(win: &Window, x_p: &[F], y_p: &mut [F]) {
+    for oh in 0..win.oh {
+        let (r0, r1) = win.rows(oh);
+        for ow in 0..win.ow {
+            let (c0, c1) = win.cols(ow);
+            let mut best = F::neg_infinity();
+            for ih in r0..r1 {
+                for &v in &x_p[ih * win.w + c0..ih * win.w + c1] {
+                    best = if v > best || v.is_nan() { v } else { best };
+                }
+            }
+            y_p[oh * win.ow + ow] = best;
         }
     }
 }
@@ -580,6 +607,25 @@ no_params!(MaxPool2d, AvgPool2d, GlobalAvgPool, Flatten);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Eval mode's max-only path equals train mode's, NaN included (a window holding a NaN
+    /// gives NaN, as in PyTorch), with padding.
+    #[test]
+    fn eval_max_pool_equals_train_and_propagates_nan() {
+        let mut x = ndarray::Array4::from_shape_fn((2, 3, 7, 6), |(n, c, h, w)| {
+            ((n * 31 + c * 17 + h * 7 + w * 3) % 23) as f32 - 11.0
+        });
+        x[[1, 2, 3, 3]] = f32::NAN;
+        let mut pool = MaxPool2d::new(3).stride(2).padding(1);
+        let eval = pool.forward(x.view(), Mode::Eval).unwrap();
+        let train = pool.forward(x.view(), Mode::Train).unwrap();
+        assert_eq!(eval.shape(), train.shape());
+        for (a, b) in eval.iter().zip(train.iter()) {
+            assert!(a == b || (a.is_nan() && b.is_nan()), "{a} vs {b}");
+        }
+        assert!(eval[[1, 2, 1, 1]].is_nan() && eval[[1, 2, 2, 2]].is_nan());
+        assert!(eval[[1, 1, 1, 1]].is_finite());
+    }
 
     #[test]
     fn window_clipping_matches_padding_semantics() {
