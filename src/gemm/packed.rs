@@ -111,12 +111,12 @@ impl<F: Scalar> PackedRhs<F> {
         };
         if !rows_contiguous(&c) {
             let mut tmp = c.as_standard_layout().into_owned();
-            add_panels(panels, a.view(), tmp.view_mut(), 0);
+            add_panels(panels, a.view(), tmp.view_mut(), 0, false);
             c.assign(&tmp);
             return;
         }
         if blocks == 1 {
-            add_panels(panels, a.view(), c, 0);
+            add_panels(panels, a.view(), c, 0, false);
             return;
         }
         let cols = self.n.div_ceil(NR).div_ceil(blocks) * NR;
@@ -124,7 +124,7 @@ impl<F: Scalar> PackedRhs<F> {
         rayon::scope(|scope| {
             for (i, piece) in pieces.into_iter().enumerate() {
                 let a = a.view();
-                scope.spawn(move |_| add_panels(panels, a, piece, i * cols / NR));
+                scope.spawn(move |_| add_panels(panels, a, piece, i * cols / NR, false));
             }
         });
     }
@@ -176,9 +176,11 @@ pub(super) fn gemm_f32<F: Scalar>(
 ) {
     let (m, k) = a.dim();
     let n = b.ncols();
-    if beta == F::zero() {
+    // β = 0: the kernel's first pass stores A·B without reading C (which may hold anything).
+    let overwrite = beta == F::zero();
+    if k == 0 && overwrite {
         c.fill(F::zero());
-    } else if beta != F::one() {
+    } else if !overwrite && beta != F::one() {
         c.mapv_inplace(|v| v * beta);
     }
     if m == 0 || n == 0 || k == 0 {
@@ -195,10 +197,10 @@ pub(super) fn gemm_f32<F: Scalar>(
     };
     if !rows_contiguous(&c) {
         let mut tmp = c.as_standard_layout().into_owned();
-        add_panels(&panels, a, tmp.view_mut(), 0);
+        add_panels(&panels, a, tmp.view_mut(), 0, overwrite);
         c.assign(&tmp);
     } else {
-        add_panels(&panels, a, c, 0);
+        add_panels(&panels, a, c, 0, overwrite);
     }
 }
 
@@ -208,13 +210,14 @@ fn rows_contiguous<S: ndarray::Data>(v: &ndarray::ArrayBase<S, ndarray::Ix2>) ->
     (v.ncols() <= 1 || v.strides()[1] == 1) && v.strides()[0] >= 0
 }
 
-/// `C += A·B[:, first·NR ..]` for the panels that `c`'s columns cover; `a` and `c` have
-/// contiguous rows (checked by the callers).
+/// `C += A·B[:, first·NR ..]` (or `C ← …` if `overwrite`) for the panels that `c`'s columns
+/// cover; `a` and `c` have contiguous rows (checked by the callers).
 fn add_panels<F: Scalar>(
     panels: &[f32],
     a: ArrayView2<'_, F>,
     mut c: ArrayViewMut2<'_, F>,
     first: usize,
+    overwrite: bool,
 ) {
     let (m, k) = a.dim();
     let n = c.ncols();
@@ -234,6 +237,7 @@ fn add_panels<F: Scalar>(
             &panels[first * k * NR..],
             c.as_mut_ptr() as *mut f32,
             ldc,
+            overwrite,
         );
     }
 }
@@ -263,11 +267,13 @@ unsafe fn kernel_avx512(
     _panels: &[f32],
     _c: *mut f32,
     _ldc: usize,
+    _overwrite: bool,
 ) {
     unreachable!("panels are packed only where AVX-512 was detected")
 }
 
-/// `C (m, n) += A (m, k) · panels`, panel after panel, `MR` rows at a time.
+/// `C (m, n) += A (m, k) · panels`, panel after panel, `MR` rows at a time, the inner dimension
+/// in passes of `KC`; with `overwrite`, the first pass stores instead of adding (C not read).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -280,9 +286,11 @@ unsafe fn kernel_avx512(
     panels: &[f32],
     c: *mut f32,
     ldc: usize,
+    overwrite: bool,
 ) {
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
+        let store = overwrite && k0 == 0;
         for q in 0..n.div_ceil(NR) {
             let panel = panels[(q * k + k0) * NR..(q * k + k0 + kc) * NR].as_ptr();
             let cols = NR.min(n - q * NR);
@@ -294,14 +302,14 @@ unsafe fn kernel_avx512(
                 unsafe {
                     let (a_i, c_i) = (a.add(i * lda + k0), c.add(i * ldc + q * NR));
                     match rows {
-                        8 => block::<8>(a_i, lda, kc, panel, c_i, ldc, cols),
-                        7 => block::<7>(a_i, lda, kc, panel, c_i, ldc, cols),
-                        6 => block::<6>(a_i, lda, kc, panel, c_i, ldc, cols),
-                        5 => block::<5>(a_i, lda, kc, panel, c_i, ldc, cols),
-                        4 => block::<4>(a_i, lda, kc, panel, c_i, ldc, cols),
-                        3 => block::<3>(a_i, lda, kc, panel, c_i, ldc, cols),
-                        2 => block::<2>(a_i, lda, kc, panel, c_i, ldc, cols),
-                        _ => block::<1>(a_i, lda, kc, panel, c_i, ldc, cols),
+                        8 => block::<8>(a_i, lda, kc, panel, c_i, ldc, cols, store),
+                        7 => block::<7>(a_i, lda, kc, panel, c_i, ldc, cols, store),
+                        6 => block::<6>(a_i, lda, kc, panel, c_i, ldc, cols, store),
+                        5 => block::<5>(a_i, lda, kc, panel, c_i, ldc, cols, store),
+                        4 => block::<4>(a_i, lda, kc, panel, c_i, ldc, cols, store),
+                        3 => block::<3>(a_i, lda, kc, panel, c_i, ldc, cols, store),
+                        2 => block::<2>(a_i, lda, kc, panel, c_i, ldc, cols, store),
+                        _ => block::<1>(a_i, lda, kc, panel, c_i, ldc, cols, store),
                     }
                 }
                 i += rows;
@@ -310,7 +318,8 @@ unsafe fn kernel_avx512(
     }
 }
 
-/// `C[0..R, 0..cols] += A[0..R, :] · panel`: `R × NR` accumulators in registers.
+/// `C[0..R, 0..cols] += A[0..R, :] · panel` (`←` if `store`): `R × NR` accumulators in
+/// registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
@@ -322,6 +331,7 @@ unsafe fn block<const R: usize>(
     c: *mut f32,
     ldc: usize,
     cols: usize,
+    store: bool,
 ) {
     use std::arch::x86_64::*;
     let mut lo = [_mm512_setzero_ps(); R];
@@ -340,7 +350,10 @@ unsafe fn block<const R: usize>(
         }
         for r in 0..R {
             let row = c.add(r * ldc);
-            if cols == NR {
+            if cols == NR && store {
+                _mm512_storeu_ps(row, lo[r]);
+                _mm512_storeu_ps(row.add(16), hi[r]);
+            } else if cols == NR {
                 _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), lo[r]));
                 _mm512_storeu_ps(
                     row.add(16),
@@ -351,7 +364,11 @@ unsafe fn block<const R: usize>(
                 _mm512_storeu_ps(sums.as_mut_ptr(), lo[r]);
                 _mm512_storeu_ps(sums.as_mut_ptr().add(16), hi[r]);
                 for (j, s) in sums.iter().enumerate().take(cols) {
-                    *row.add(j) += *s;
+                    if store {
+                        *row.add(j) = *s;
+                    } else {
+                        *row.add(j) += *s;
+                    }
                 }
             }
         }
