@@ -323,6 +323,7 @@ unsafe fn kernel_avx512(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
+#[allow(clippy::too_many_arguments)]
 unsafe fn block<const R: usize>(
     a: *const f32,
     lda: usize,
