@@ -62,12 +62,13 @@ pub fn sigmoid_f32(x: f32) -> f32 {
     if x < -88.37 { 0.0 } else { s }
 }
 
-/// Runs `f` compiled for AVX2 and FMA when the CPU has them, and as it is otherwise.
+/// Runs `f` compiled for AVX-512 (16 lanes) or AVX2 (8 lanes) when the CPU has them, and as it
+/// is otherwise.
 ///
 /// The default build targets plain x86-64 (SSE2), where the loops of the gate math and of the
 /// elementwise layers vectorise only 4 lanes wide, and the branch-free `exp`/`tanh` above not
-/// at all. Inlined into this function, the same source code is compiled again for AVX2 (8 lanes)
-/// and chosen at run time. The results are the same bit for bit on either path: the operations
+/// at all. Inlined into this function, the same source code is compiled again for the wider
+/// instruction sets and chosen at run time. The results are the same bit for bit on either path: the operations
 /// are the same IEEE ones in the same order (Rust never contracts `a·b + c` into an FMA on its
 /// own), only more of them at once.
 ///
@@ -77,9 +78,22 @@ pub fn sigmoid_f32(x: f32) -> f32 {
 pub fn vectorised<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
+        #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+        fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
         #[target_feature(enable = "avx2,fma")]
         fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
             f()
+        }
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+        {
+            // SAFETY: the CPU has just been found to support these features (and with them
+            // AVX2 and FMA).
+            return unsafe { with_avx512(f) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {

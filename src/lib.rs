@@ -26,7 +26,7 @@
 //! | module | contents |
 //! |---|---|
 //! | [`gemm`] | the one place that multiplies matrices (and `PackedRhs`, weights packed once for a time loop) |
-//! | [`fastmath`] | vectorisable `f32` exp, tanh and sigmoid; loops compiled for AVX2 at run time |
+//! | [`fastmath`] | vectorisable `f32` exp, tanh and sigmoid; loops compiled for AVX-512/AVX2 at run time |
 //! | [`alloc`] | keeping freed memory for reuse (glibc), as the `skipgate` binary does |
 //! | [`layers`] | Linear, Embedding, activations, Dropout, BatchNorm2d |
 //! | [`loss`] | MSE, softmax cross-entropy |

@@ -224,7 +224,7 @@ mod tests {
             .collect()
     }
 
-    /// The public functions run the bodies compiled for AVX2 where the CPU has it; the bodies
+    /// The public functions run the bodies compiled for AVX-512 or AVX2 where the CPU has them; the bodies
     /// called here directly are compiled for the baseline. Both give the same bits.
     #[test]
     fn vectorised_gate_math_equals_the_baseline_bit_for_bit() {
