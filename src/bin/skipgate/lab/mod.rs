@@ -36,8 +36,8 @@ pub struct LabArgs {
     #[arg(long, conflicts_with = "full")]
     pub quick: bool,
     /// The longer settings of the published experiments (adding problem at T = 100 for 5000
-    /// steps, a 256-unit char-LSTM for 3000 steps, networks of 20, 56 and 110 layers): about an
-    /// hour on two cores.
+    /// steps, a 256-unit char-LSTM for 3000 steps, networks of 20, 56 and 110 layers): about
+    /// twenty minutes on two cores.
     #[arg(long)]
     pub full: bool,
     /// Worker threads for large matrix products. [default: all cores]
