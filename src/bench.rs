@@ -1,6 +1,7 @@
-//! The benchmark workloads of the project's `bench/WORKLOADS.md`, built from the library's public
-//! pieces exactly as the PyTorch reference (`bench/torch_baseline.py`) builds them, and a runner
-//! that times them and reports one JSON line per workload.
+//! The benchmark workloads of the shared `bench/WORKLOADS.md` (outside this repository; listed in
+//! `docs/performance.md`), built from the library's public pieces exactly as the PyTorch
+//! reference (`bench/torch_baseline.py`) builds them, and a runner that times them and reports
+//! one JSON line per workload.
 //!
 //! Behind `skipgate bench` and `cargo bench --bench workloads`.
 //!

@@ -39,7 +39,7 @@ pub enum Error {
     },
     /// Training produced a loss or gradient that is NaN or infinite.
     #[error(
-        "training stopped at step {step}: {what} is {value} (the last good checkpoint is kept)"
+        "training stopped at step {step}: {what} is {value} (the last good checkpoint, if one was written, is kept)"
     )]
     NonFinite {
         step: u64,

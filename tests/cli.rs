@@ -595,7 +595,12 @@ fn runs_are_not_overwritten_by_accident_and_negative_values_parse() {
         "--out",
         p(&out),
     ]);
-    assert!(e.contains("already holds a training run"), "{e}");
+    assert!(
+        e.contains("already holds a training run")
+            && e.contains("--resume")
+            && e.contains("--overwrite"),
+        "{e}"
+    );
     // Overwriting removes the old run's files, including a log of the other format.
     ok(&[
         "train",
@@ -1194,6 +1199,75 @@ fn gradients_rejects_bad_requests_naming_the_problem() {
     assert!(e.contains("digits, mnist, fashion-mnist or cifar10"), "{e}");
     let e = fails(&["gradients", "--seq-len", "1"]);
     assert!(e.contains("T ≥ 2") && e.contains("T = 1"), "{e}");
+    // A training run's directory is refused (its report.html would be replaced), before any work.
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    ok(&[
+        "train",
+        "--task",
+        "sum",
+        "--steps",
+        "3",
+        "--quiet",
+        "--out",
+        p(&run),
+    ]);
+    let page = std::fs::read_to_string(run.join("report.html")).unwrap();
+    let e = fails(&["gradients", "--model", "rnn", "--quiet", "--out", p(&run)]);
+    assert!(
+        e.contains("holds a training run") && e.contains(p(&run)),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("report.html")).unwrap(),
+        page
+    );
+}
+
+#[test]
+fn train_names_the_model_family_a_task_needs_and_an_empty_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x");
+    let e = fails(&[
+        "train",
+        "--task",
+        "sum",
+        "--model",
+        "resnet20",
+        "--out",
+        p(&out),
+    ]);
+    assert!(
+        e.contains("task sum trains a recurrent model (rnn, rnn-relu, lstm, gru)")
+            && e.contains("\"resnet20\""),
+        "{e}"
+    );
+    let e = fails(&[
+        "train",
+        "--task",
+        "digits",
+        "--model",
+        "lstm",
+        "--out",
+        p(&out),
+    ]);
+    assert!(
+        e.contains("task digits trains an image network") && e.contains("\"lstm\""),
+        "{e}"
+    );
+    let e = fails(&[
+        "train",
+        "--task",
+        "sum",
+        "--resume",
+        "--quiet",
+        "--out",
+        p(&out),
+    ]);
+    assert!(
+        e.contains("nothing to resume") && e.contains("checkpoint.safetensors"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -495,6 +495,16 @@ fn resume<T: TrainTask>(
 ) -> Result<(u64, String)> {
     let path = dir.join(CHECKPOINT);
     let source = path.display().to_string();
+    if !path.exists() {
+        return Err(Error::invalid(
+            "resume",
+            "output directory",
+            format!(
+                "nothing to resume: {} holds no {CHECKPOINT} (start a new run without --resume)",
+                dir.display()
+            ),
+        ));
+    }
     let file = TensorFile::read(&path)?;
     let bad = |msg: String| Error::Checkpoint {
         path: source.clone(),
@@ -559,7 +569,7 @@ fn prepare_fresh_run(dir: &Path, overwrite: bool) -> Result<()> {
             "train",
             "output directory",
             format!(
-                "{} already holds a training run; resume it, or choose another directory, or allow overwriting it",
+                "{} already holds a training run: continue it with --resume, start it over with --overwrite, or choose another --out",
                 dir.display()
             ),
         ));

@@ -1,4 +1,5 @@
-//! `skipgate bench`: time the workloads of `bench/WORKLOADS.md` and print one JSON line each, in
+//! `skipgate bench`: time the workloads of the shared `bench/WORKLOADS.md` (listed in
+//! `docs/performance.md`) and print one JSON line each, in
 //! the format of the PyTorch reference (`bench/torch_baseline.py`) plus the peak memory.
 
 use clap::Args;
@@ -57,11 +58,12 @@ fn workloads_help() -> String {
         "               the same run still counts: run one workload per process for clean figures);\n",
         "               null where the system does not report it\n",
         "\n",
-        "Compare with PyTorch (the reference is bench/ in the project's shared folder;\n",
-        "tools/bench/side_by_side.sh does all of it, for 2 threads and for 1):\n",
-        "  python3 shared/bench/torch_baseline.py --threads 2 > torch.jsonl\n",
+        "Compare with PyTorch (the reference scripts are not in this repository: they are in the\n",
+        "shared benchmark folder beside it, ../shared/bench/; tools/bench/side_by_side.sh does all\n",
+        "of it, for 2 threads and for 1):\n",
+        "  python3 ../shared/bench/torch_baseline.py --threads 2 > torch.jsonl\n",
         "  skipgate bench --threads 2 > ours.jsonl\n",
-        "  python3 shared/bench/compare.py ours.jsonl torch.jsonl",
+        "  python3 ../shared/bench/compare.py ours.jsonl torch.jsonl",
     );
     s
 }

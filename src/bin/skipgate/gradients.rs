@@ -752,6 +752,21 @@ fn family(names: &[String]) -> Result<Family> {
     Ok(Family::Image(configs))
 }
 
+/// A training run's directory is not written into (its report.html would be replaced).
+fn refuse_training_run(out: &Path) -> Result<()> {
+    if out.join("checkpoint.safetensors").exists() || out.join("model.safetensors").exists() {
+        return Err(Error::invalid(
+            "gradients",
+            "--out",
+            format!(
+                "{} holds a training run, whose report.html this would replace; choose another directory",
+                out.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Writes the files and the report; returns the page's path.
 fn write_outputs(out: &Path, report: Report, files: &[(&str, &str)]) -> Result<PathBuf> {
     for (name, text) in files {
@@ -827,10 +842,11 @@ pub fn run(args: GradientsArgs) -> Result<()> {
                     ""
                 }
             );
+            let out = args.out.unwrap_or_else(|| "runs/gradients-rnn".into());
+            refuse_training_run(&out)?;
             let runs = measure_time(&setup)?;
             let results = time_results(&runs, &what, &command, &seeds, "gradient-time");
             print_table(&results.table);
-            let out = args.out.unwrap_or_else(|| "runs/gradients-rnn".into());
             let mut report = Report::new("Gradient flow through time").intro(format!(
                 "How much of the gradient of a loss taken at the last step reaches each earlier \
                  hidden state, for {} ({what}). Every figure's data is in the CSV linked under it; \
@@ -880,10 +896,11 @@ pub fn run(args: GradientsArgs) -> Result<()> {
                 progress: !args.quiet,
             };
             let what = format!("{}, batch {}", dataset.name(), setup.batch);
+            let out = args.out.unwrap_or_else(|| "runs/gradients-image".into());
+            refuse_training_run(&out)?;
             let runs = measure_depth(&setup)?;
             let results = depth_results(&runs, &what, &command, &seeds, "gradient-depth");
             print_table(&results.table);
-            let out = args.out.unwrap_or_else(|| "runs/gradients-image".into());
             let mut report = Report::new("Gradient flow through depth").intro(format!(
                 "How much of the gradient at a network's last block reaches each earlier block, \
                  for residual networks and their plain twins ({what}). Every figure's data is in \

@@ -298,7 +298,13 @@ impl TrainArgs {
         let (task, model, model_name) = match t.image_dataset() {
             Some(dataset) => {
                 let name = self.model.as_deref().unwrap_or(d.model);
-                let cfg: ResNetConfig = name.parse()?;
+                let cfg: ResNetConfig = name.parse().map_err(|e| {
+                    if name.parse::<CellKind>().is_ok() {
+                        wrong_family(t, "an image network (resnet20, plain56, resnet18, …)", name)
+                    } else {
+                        e
+                    }
+                })?;
                 let task = TaskSpec::Images {
                     dataset,
                     data_dir: self.data_dir.clone(),
@@ -390,7 +396,14 @@ impl TrainArgs {
         notes: &mut Vec<String>,
     ) -> Result<(TaskSpec, ModelSpec)> {
         let t = self.task;
-        let kind: CellKind = self.model.as_deref().unwrap_or(d.model).parse()?;
+        let name = self.model.as_deref().unwrap_or(d.model);
+        let kind: CellKind = name.parse().map_err(|e| {
+            if name.parse::<ResNetConfig>().is_ok() {
+                wrong_family(t, "a recurrent model (rnn, rnn-relu, lstm, gru)", name)
+            } else {
+                e
+            }
+        })?;
         let seq_len = self.seq_len.unwrap_or(d.seq_len);
         let train_size = positive("--train-size", self.train_size.unwrap_or(100))?;
         let val_size = positive("--val-size", self.val_size.unwrap_or(1000))?;
@@ -652,4 +665,18 @@ fn print_summary(r: &TrainReport, out: &std::path::Path) {
     }
     crate::say!("time             {:.1} s", r.seconds);
     crate::say!("written          {}", out.display());
+}
+
+/// The error for a `--model` that the task cannot train.
+fn wrong_family(task: TaskName, expected: &str, got: &str) -> skipgate::Error {
+    skipgate::Error::invalid(
+        "train",
+        "--model",
+        format!(
+            "task {} trains {expected}; got {got:?}",
+            task.to_possible_value()
+                .expect("no skipped variants")
+                .get_name()
+        ),
+    )
 }

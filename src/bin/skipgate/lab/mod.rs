@@ -32,7 +32,7 @@ pub struct LabArgs {
     /// Seed of every run (the gradient probes at initialisation use this seed and the next four).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// A smoke test of the same experiments: a few hundred steps each, well under a minute.
+    /// A smoke test of the same experiments: a few hundred steps each, a few seconds.
     #[arg(long, conflicts_with = "full")]
     pub quick: bool,
     /// The longer settings of the published experiments (adding problem at T = 100 for 5000
