@@ -87,6 +87,14 @@ fn train_sum_writes_a_run_directory_and_a_summary() {
     );
     assert_eq!(m.get("rnn.weight_hh_l0").unwrap().shape(), &[10, 10]);
     assert!(m.metadata["skipgate.task"].contains("\"task\":\"sum\""));
+    // summary.json: the settings as JSON values.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let opt = &summary["settings"]["optimizer"];
+    assert_eq!(opt["kind"], "adam");
+    assert_eq!(opt["lr"], 0.01);
+    assert_eq!(opt["betas"], serde_json::json!([0.9, 0.999]));
+    assert_eq!(summary["settings"]["seed"], 0);
     // Resume to more steps continues from 300.
     let s = ok(&[
         "train",

@@ -419,7 +419,15 @@ pub fn train<T: TrainTask>(task: &mut T, opts: &TrainOptions) -> Result<(T::Mode
             "settings": {
                 "task": metadata.get("skipgate.task").and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()),
                 "model": metadata.get("skipgate.model").and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()),
-                "optimizer": format!("{:?}", opts.optimizer),
+                "optimizer": {
+                    "kind": opts.optimizer.kind.to_string(),
+                    "lr": opts.optimizer.lr,
+                    "momentum": opts.optimizer.momentum,
+                    "nesterov": opts.optimizer.nesterov,
+                    "weight_decay": opts.optimizer.weight_decay,
+                    "betas": [opts.optimizer.betas.0, opts.optimizer.betas.1],
+                    "eps": opts.optimizer.eps,
+                },
                 "schedule": schedule_name(&opts.schedule),
                 "clip": opts.clip,
                 "seed": opts.seed,
