@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use skipgate::Result;
-use skipgate::data::images::{CIFAR10_CLASSES, FASHION_MNIST_CLASSES};
+use skipgate::data::images::{CIFAR10_CLASSES, FASHION_MNIST_CLASSES, ImageSet, Split};
+use skipgate::models::resnet::ResNet;
 use skipgate::train::TaskSpec;
-use skipgate::train::tasks::{ImageDataset, ImageTask, load_image_model};
+use skipgate::train::tasks::{ImageDataset, load_image_model};
+use skipgate::{Error, Result};
 
 #[derive(Args, Debug)]
 #[command(allow_negative_numbers = true)]
@@ -47,10 +48,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if args.data_dir.is_some() {
         *data_dir = args.data_dir.clone();
     }
-    // The task loads the data as training did; its normalisation is replaced by the model's.
-    let task = ImageTask::new(spec.clone(), model.config().clone(), 2)?;
-    let (train, test) = task.data();
-    let set = if args.train_set { train } else { test };
+    // Only the split evaluated is read; the normalisation is the model's, from training.
+    let split = if args.train_set {
+        Split::Train
+    } else {
+        Split::Test
+    };
+    let set = &dataset.load_split(data_dir.as_deref(), split)?;
+    check_fits(&model, set)?;
     let (predictions, loss) = skipgate::train::tasks::predict_with(&mut model, set, &normalize)?;
     let k = set.num_classes();
     let mut confusion = vec![vec![0usize; k]; k];
@@ -124,4 +129,23 @@ fn class_names(dataset: ImageDataset, k: usize) -> Vec<String> {
                 .map_or_else(|| i.to_string(), |s| s.to_string())
         })
         .collect()
+}
+
+/// The images must be what the network was trained on: its input channels and class count.
+fn check_fits(model: &ResNet<f32>, set: &ImageSet) -> Result<()> {
+    let cfg = model.config();
+    let (c, _, _) = set.image_shape();
+    if c != cfg.in_channels || set.num_classes() != cfg.num_classes {
+        return Err(Error::invalid(
+            "eval",
+            "data",
+            format!(
+                "the network takes {} channel(s) and {} classes; the data has {c} channel(s) and {} classes",
+                cfg.in_channels,
+                cfg.num_classes,
+                set.num_classes()
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -63,6 +63,25 @@ impl ImageDataset {
     ///
     /// # Errors
     /// Missing directories or files (the message names the expected files), malformed files.
+    /// One split only, as [`ImageDataset::load`] gives it (for a directory, only that split's
+    /// files are read: evaluating on the test set needs no training files).
+    ///
+    /// # Errors
+    /// As [`ImageDataset::load`].
+    pub fn load_split(self, data_dir: Option<&Path>, split: Split) -> Result<ImageSet> {
+        match (self, data_dir) {
+            (ImageDataset::FashionMnist, None) => load_fashion_mnist(split),
+            (ImageDataset::FashionMnist | ImageDataset::Mnist, Some(dir)) => {
+                load_idx_dir(dir, split)
+            }
+            (ImageDataset::Cifar10, Some(dir)) => load_cifar10_dir(dir, split),
+            _ => {
+                let (train, test) = self.load(data_dir)?;
+                Ok(if split == Split::Train { train } else { test })
+            }
+        }
+    }
+
     pub fn load(self, data_dir: Option<&Path>) -> Result<(ImageSet, ImageSet)> {
         match (self, data_dir) {
             (ImageDataset::FashionMnist, None) => {
