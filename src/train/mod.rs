@@ -210,6 +210,16 @@ pub fn train<T: TrainTask>(task: &mut T, opts: &TrainOptions) -> Result<(T::Mode
     let mut optimizer: Box<dyn Optimizer<f32>> = build_optimizer(&opts.optimizer)?;
     let mut start = 0;
     let mut notes = Vec::new();
+    if let Some(dir) = &opts.out_dir
+        && dir.exists()
+        && !dir.is_dir()
+    {
+        return Err(Error::invalid(
+            "train",
+            "output directory",
+            format!("{} exists and is not a directory", dir.display()),
+        ));
+    }
     if opts.resume {
         let dir = opts.out_dir.as_deref().ok_or_else(|| {
             Error::invalid(
