@@ -1263,6 +1263,10 @@ fn train_names_the_model_family_a_task_needs_and_an_empty_resume() {
         e.contains("task digits trains an image network") && e.contains("\"lstm\""),
         "{e}"
     );
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "not a run").unwrap();
+    let e = fails(&["train", "--task", "sum", "--quiet", "--out", p(&file)]);
+    assert!(e.contains("exists and is not a directory"), "{e}");
     let e = fails(&[
         "train",
         "--task",
