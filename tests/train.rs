@@ -276,7 +276,7 @@ fn resume_refuses_a_checkpoint_of_another_architecture_or_a_missing_one() {
     };
     let e = train(&mut same, &missing).err().unwrap().to_string();
     assert!(
-        e.contains("checkpoint.safetensors") && e.contains("No such file"),
+        e.contains("nothing to resume") && e.contains("holds no checkpoint.safetensors"),
         "{e}"
     );
 }
