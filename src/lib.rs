@@ -66,3 +66,14 @@ pub use error::{Error, Result};
 pub use module::{Mode, Module, Param};
 pub use rng::Rng;
 pub use scalar::Scalar;
+
+/// `f` run inside a fresh rayon pool of `threads` threads: how the unit tests check that a
+/// result does not depend on the thread count.
+#[cfg(test)]
+pub(crate) fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a thread pool")
+        .install(f)
+}

@@ -3,6 +3,8 @@
 //!
 //! Gradients are checked with the scalar `L = Σ y ⊙ g` for a random upstream gradient `g`.
 
+mod common;
+
 use ndarray::{Array1, Array4, ArrayD, Axis, Ix4, array};
 use skipgate::gradcheck::{EPS, assert_close, check_params, numeric_grad};
 use skipgate::layers::{BatchNorm2d, BatchNormConfig};
@@ -332,11 +334,7 @@ fn large_input_matches_formulas_and_does_not_depend_on_threads() {
     let x32 = x.mapv(|v| v as f32);
     let g32 = g.mapv(|v| v as f32);
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        common::on_threads(threads, || {
             let mut bn = BatchNorm2d::<f32>::new(BatchNormConfig::new(3)).unwrap();
             let y = bn.forward(x32.view(), Mode::Train).unwrap();
             let dx = bn.backward(g32.view()).unwrap();

@@ -4,6 +4,8 @@
 //! Every layer is checked with the scalar `L = Σ y ⊙ g` for a random upstream gradient `g`, so that
 //! every output element contributes to the loss and `∂L/∂y = g` is what backward receives.
 
+mod common;
+
 use ndarray::{Array, Array1, Array2, Array4, Dimension, Ix4, array};
 use skipgate::gradcheck::{EPS, assert_close, check_params, numeric_grad};
 use skipgate::layers::{AvgPool2d, Conv2d, Conv2dConfig, Flatten, GlobalAvgPool, MaxPool2d};
@@ -307,11 +309,7 @@ fn run_in_pool(
     x: &Array4<f32>,
     g: &Array4<f32>,
 ) -> (Array4<f32>, Array4<f32>, Array4<f32>, Array1<f32>) {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    pool.install(|| {
+    common::on_threads(threads, || {
         let mut conv = Conv2d::<f32>::new(cfg, &mut Rng::seed(3)).unwrap();
         let y = conv.forward(x.view(), Mode::Train).unwrap();
         let dx = conv.backward(g.view()).unwrap();

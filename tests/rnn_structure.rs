@@ -3,6 +3,8 @@
 //! alone, truncated BPTT carries the state exactly, batch-first is a transpose, and the
 //! initialisation options do what they say.
 
+mod common;
+
 use ndarray::{Array2, Array3, Axis, s};
 use skipgate::rnn::{Cell, CellKind, Recurrent, RecurrentConfig, RecurrentInit, SeqInput};
 use skipgate::{Error, Mode, Module, Rng, init};
@@ -444,11 +446,7 @@ fn results_are_bitwise_identical_for_1_2_and_3_threads() {
         // products large enough for the GEMM to split their columns.
         let (t_len, batch, i, h) = (6, 37, 5, 224);
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            common::on_threads(threads, || {
                 let mut rng = Rng::seed(5);
                 let config = RecurrentConfig::new(kind, i, h).bidirectional(true);
                 let mut layer = Recurrent::<f32>::new(config, &mut rng).unwrap();

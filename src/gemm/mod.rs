@@ -248,11 +248,7 @@ mod tests {
             ((i * 13 + j * 7) % 89) as f32 / 89.0 - 0.5
         });
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            crate::on_threads(threads, || {
                 let mut c = Array2::from_elem((300, 100), 1.0f32);
                 gemm(1.0, a.view(), b.t().t(), 2.0, c.view_mut());
                 c
@@ -276,11 +272,7 @@ mod tests {
             ((i * 13 + j * 7) % 89) as f32 / 89.0 - 0.5
         });
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            crate::on_threads(threads, || {
                 let mut c = Array2::from_elem((64, 1000), 1.0f32);
                 gemm(1.0, a.view(), w.t(), 1.0, c.view_mut());
                 c

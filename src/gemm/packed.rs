@@ -398,11 +398,7 @@ mod tests {
             let packed = PackedRhs::new(w.t());
             assert_eq!(packed.dim(), (k, n));
             let run = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                pool.install(|| {
+                crate::on_threads(threads, || {
                     let mut c = c0.clone();
                     packed.add_product(a.view(), c.view_mut(), true);
                     c

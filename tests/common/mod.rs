@@ -1,6 +1,6 @@
-//! Shared helpers for the PyTorch parity tests: loading a fixture from `tests/fixtures/`, reading
-//! its tensors and `config`, and an elementwise comparison that reports the worst element (index,
-//! both values) of every tensor that fails.
+//! Shared helpers for the tests, mostly the PyTorch parity tests: loading a fixture from
+//! `tests/fixtures/`, reading its tensors and `config`, an elementwise comparison that reports the
+//! worst element (index, both values) of every tensor that fails, and a fresh thread pool.
 //!
 //! Pass criterion per element (f32 values compared in f64): `|ours − torch| ≤ atol + rtol·|torch|`.
 
@@ -393,4 +393,14 @@ impl Checker {
             self.group
         );
     }
+}
+
+/// `f` run inside a fresh rayon pool of `threads` threads: how the tests check that a result
+/// does not depend on the thread count.
+pub fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a thread pool")
+        .install(f)
 }

@@ -491,11 +491,7 @@ mod tests {
     /// Everything a training step computes, as bits: logits, ∂L/∂input, the block gradient
     /// norms, every parameter gradient and every buffer.
     fn step_bits(threads: usize, config: &ResNetConfig) -> Vec<u64> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        crate::on_threads(threads, || {
             let mut rng = Rng::seed(11);
             let mut net = ResNet::<f32>::new(config.clone(), &mut rng).unwrap();
             // 8 × 16 × 16 × 16 values per stage-1 activation: above the parallel thresholds.
