@@ -92,13 +92,6 @@ impl<F: Scalar> PackedRhs<F> {
         if m == 0 || self.n == 0 || k == 0 {
             return;
         }
-        let copy; // A with contiguous rows, when its own are not
-        let a = if rows_contiguous(&a) {
-            a
-        } else {
-            copy = a.as_standard_layout().into_owned();
-            copy.view()
-        };
         let threads = if threaded {
             rayon::current_num_threads()
         } else {
@@ -109,21 +102,14 @@ impl<F: Scalar> PackedRhs<F> {
         } else {
             1
         };
-        if !rows_contiguous(&c) {
-            let mut tmp = c.as_standard_layout().into_owned();
-            add_panels(panels, a.view(), tmp.view_mut(), 0, false);
-            c.assign(&tmp);
-            return;
-        }
         if blocks == 1 {
-            add_panels(panels, a.view(), c, 0, false);
+            add_panels(panels, a, c, 0, false);
             return;
         }
         let cols = self.n.div_ceil(NR).div_ceil(blocks) * NR;
         let pieces: Vec<_> = c.axis_chunks_iter_mut(Axis(1), cols).collect();
         rayon::scope(|scope| {
             for (i, piece) in pieces.into_iter().enumerate() {
-                let a = a.view();
                 scope.spawn(move |_| add_panels(panels, a, piece, i * cols / NR, false));
             }
         });
@@ -165,9 +151,7 @@ fn pack_panels<F: Scalar>(b: ArrayView2<'_, F>, out: &mut [f32]) {
 }
 
 /// `C ← A·B + β·C` for f32 on a CPU with AVX-512 (the caller checks both): `B` packed into
-/// panels in a pooled buffer, then the same kernel as [`PackedRhs`]. `A` is read in place when
-/// its rows are contiguous (else from a standard-layout copy), `C` written in place when its
-/// rows are (else through a copy).
+/// panels in a pooled buffer, then the same kernel as [`PackedRhs`].
 pub(super) fn gemm_f32<F: Scalar>(
     a: ArrayView2<'_, F>,
     b: ArrayView2<'_, F>,
@@ -188,20 +172,7 @@ pub(super) fn gemm_f32<F: Scalar>(
     }
     let mut panels = scratch::Scratch::<f32>::take(n.div_ceil(NR) * k * NR);
     pack_panels(b, &mut panels);
-    let copy; // A with contiguous rows, when its own are not
-    let a = if rows_contiguous(&a) {
-        a
-    } else {
-        copy = a.as_standard_layout().into_owned();
-        copy.view()
-    };
-    if !rows_contiguous(&c) {
-        let mut tmp = c.as_standard_layout().into_owned();
-        add_panels(&panels, a, tmp.view_mut(), 0, overwrite);
-        c.assign(&tmp);
-    } else {
-        add_panels(&panels, a, c, 0, overwrite);
-    }
+    add_panels(&panels, a, c, 0, overwrite);
 }
 
 /// Whether the rows of `v` are runs of contiguous values in memory order (one column, or unit
@@ -211,7 +182,8 @@ fn rows_contiguous<S: ndarray::Data>(v: &ndarray::ArrayBase<S, ndarray::Ix2>) ->
 }
 
 /// `C += A·B[:, first·NR ..]` (or `C ← …` if `overwrite`) for the panels that `c`'s columns
-/// cover; `a` and `c` have contiguous rows (checked by the callers).
+/// cover. The kernel reads `A` and writes `C` row by row: a view whose rows are not contiguous
+/// goes through a standard-layout copy.
 fn add_panels<F: Scalar>(
     panels: &[f32],
     a: ArrayView2<'_, F>,
@@ -219,11 +191,21 @@ fn add_panels<F: Scalar>(
     first: usize,
     overwrite: bool,
 ) {
+    if !rows_contiguous(&a) {
+        let a = a.as_standard_layout().into_owned();
+        return add_panels(panels, a.view(), c, first, overwrite);
+    }
+    if !rows_contiguous(&c) {
+        let mut tmp = c.as_standard_layout().into_owned();
+        add_panels(panels, a, tmp.view_mut(), first, overwrite);
+        c.assign(&tmp);
+        return;
+    }
     let (m, k) = a.dim();
     let n = c.ncols();
     let lda = a.strides()[0] as usize;
     let ldc = c.strides()[0] as usize;
-    debug_assert!(F::BYTES == 4 && rows_contiguous(&a) && rows_contiguous(&c));
+    debug_assert_eq!(F::BYTES, 4, "panels are packed for f32 only");
     // SAFETY: F is f32 (the callers pack panels only then), AVX-512 was detected before packing,
     // and the pointers and strides come from views whose shapes were checked: `a` has `m` rows
     // of `k` contiguous values, `c` `m` rows of `n` contiguous values, the panels `k·NR` each.
