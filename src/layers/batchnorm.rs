@@ -269,7 +269,7 @@ impl<F: Scalar> BatchNorm2d<F> {
         self.check_input(x.shape(), mode)?;
         let x = x.as_standard_layout(); // (N, C, H, W)
         // Stale values from the pool: the pass below writes every element.
-        let mut y = Array4::from_shape_vec(x.raw_dim(), scratch::take(x.len())).expect("len");
+        let mut y = scratch::array(x.raw_dim());
         let ys = y.as_slice_mut().expect("standard layout"); // (N, C, H, W)
         self.forward_into(x.as_slice(), ys, x.dim(), mode, relu);
         Ok(y)
@@ -449,7 +449,7 @@ impl<F: Scalar> BatchNorm2d<F> {
         self.check_grad(dy.shape())?;
         let dy = dy.as_standard_layout(); // (N, C, H, W)
         // Stale values from the pool: the pass below writes every element.
-        let mut dx = Array4::from_shape_vec(dy.raw_dim(), scratch::take(dy.len())).expect("len");
+        let mut dx = scratch::array(dy.raw_dim());
         self.backward_into(dy.as_slice(), dx.as_slice_mut().expect("standard layout"));
         Ok(dx)
     }

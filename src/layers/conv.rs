@@ -413,8 +413,7 @@ impl<F: Scalar> Conv2d<F> {
         // Stale values from the pool: every element is written by `forward_image` (the bias, if
         // any, then a GEMM with β = 1; otherwise a GEMM with β = 0, which does not read it).
         let y_shape = (g.n, g.oc, g.oh, g.ow);
-        let y_buf = scratch::take(g.n * g.oc * g.l());
-        let mut y = Array4::from_shape_vec(y_shape, y_buf).expect("len matches"); // (N, C_out, OH, OW)
+        let mut y = scratch::array(y_shape); // (N, C_out, OH, OW)
         let x_len = g.c * g.h * g.w;
         // The cache for backward, written by the same parallel loop. // (N, H·W, C_in)
         let mut xt = std::mem::take(&mut self.spare);
@@ -480,8 +479,7 @@ impl<F: Scalar> Conv2d<F> {
         let w = self.weight.value.as_standard_layout(); // (C_out, C_in/G, kh, kw)
         let ws = w.as_slice().expect("standard layout");
         // Stale values from the pool: `input_grad_image` writes every element.
-        let dx_buf = scratch::take(g.n * g.c * g.h * g.w);
-        let mut dx = Array4::from_shape_vec((g.n, g.c, g.h, g.w), dx_buf).expect("len matches"); // (N, C_in, H, W)
+        let mut dx = scratch::array((g.n, g.c, g.h, g.w)); // (N, C_in, H, W)
         if g.n == 0 {
             return Ok(dx);
         }

@@ -208,8 +208,7 @@ impl MaxPool2d {
         let xs = x.as_slice().expect("standard layout");
         let l = win.oh * win.ow;
         // Stale values from the buffer pool: `max_plane` writes every element.
-        let y_buf = scratch::take(n * c * l);
-        let mut y = Array4::from_shape_vec((n, c, win.oh, win.ow), y_buf).expect("len matches"); // (N, C, OH, OW)
+        let mut y = scratch::array((n, c, win.oh, win.ow)); // (N, C, OH, OW)
         if !mode.is_train() {
             // Eval: the maxima only (no positions to keep for a backward pass).
             if l > 0 {
@@ -256,8 +255,7 @@ impl MaxPool2d {
         let dys = dy.as_slice().expect("standard layout");
         let [_, _, h, w] = shapes.input;
         let l = shapes.output[2] * shapes.output[3];
-        let dx_buf = scratch::take(shapes.input.iter().product());
-        let mut dx = Array4::from_shape_vec(shapes.input, dx_buf).expect("len matches"); // (N, C, H, W)
+        let mut dx = scratch::array(shapes.input); // (N, C, H, W)
         if !argmax.is_empty() {
             dx.as_slice_mut()
                 .expect("fresh array")
@@ -526,8 +524,7 @@ impl GlobalAvgPool {
         self.input = None;
         let count = F::of((h * w) as f64);
         // Stale values from the buffer pool: every plane is filled below.
-        let dx_buf = scratch::take(n * c * h * w);
-        let mut dx = Array4::from_shape_vec((n, c, h, w), dx_buf).expect("len matches"); // (N, C, H, W)
+        let mut dx = scratch::array((n, c, h, w)); // (N, C, H, W)
         for (dx_p, &g) in dx
             .as_slice_mut()
             .expect("fresh array")

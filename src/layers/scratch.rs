@@ -15,7 +15,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 
-use ndarray::{Array, Dimension};
+use ndarray::{Array, Dimension, IntoDimension};
 
 use crate::Scalar;
 
@@ -47,6 +47,14 @@ pub(crate) fn take<F: Scalar>(len: usize) -> Vec<F> {
     let mut buf = pooled.map_or_else(|| Vec::with_capacity(len), |b| *b);
     buf.resize(len, F::zero()); // fills only the elements beyond the old length
     buf
+}
+
+/// An array of `shape` on a buffer from [`take`]: stale values, every one to be written by the
+/// caller before it is read.
+pub(crate) fn array<F: Scalar, D: Dimension>(shape: impl IntoDimension<Dim = D>) -> Array<F, D> {
+    let shape = shape.into_dimension();
+    let buf = take(shape.size());
+    Array::from_shape_vec(shape, buf).expect("the buffer holds the shape's size")
 }
 
 /// Puts `buf` back into this thread's pool for a later [`take`].

@@ -95,18 +95,14 @@ impl<F: Scalar> DirectionCache<F> {
 }
 
 /// A zero-filled array whose storage comes from this thread's pool of released buffers
-/// ([`crate::layers::scratch`]): the caches of a time loop are tens of MB, and fresh pages cost
-/// a page fault each on first touch.
-fn pooled_zeros<F: Scalar, D: ndarray::Dimension>(shape: D) -> ndarray::Array<F, D> {
-    let mut a = pooled(shape);
+/// ([`scratch::array`]): the caches of a time loop are tens of MB, and fresh pages cost a page
+/// fault each on first touch.
+fn pooled_zeros<F: Scalar, D: Dimension>(
+    shape: impl ndarray::IntoDimension<Dim = D>,
+) -> ndarray::Array<F, D> {
+    let mut a = scratch::array(shape);
     a.fill(F::zero());
     a
-}
-
-/// [`pooled_zeros`] without the zeros: stale values, for a buffer the caller writes in full.
-fn pooled<F: Scalar, D: ndarray::Dimension>(shape: D) -> ndarray::Array<F, D> {
-    let buf = scratch::take::<F>(shape.size());
-    ndarray::Array::from_shape_vec(shape, buf).expect("length is the shape's size")
 }
 
 /// Where step `t` reads its previous state and writes its new one, in a `(T+1, B, H)` buffer.
@@ -279,7 +275,7 @@ impl<F: Scalar> DirectionParams<F> {
         let gh = kind.gates() * h;
 
         // (T·B, G·H) ← X·W_ihᵀ + b_ih, plus b_hh except for the GRU, whose n-gate needs W_hn h + b_hn apart.
-        let mut gates: Array2<F> = pooled(ndarray::Dim([t_len * batch, gh])); // bias written next
+        let mut gates: Array2<F> = scratch::array((t_len * batch, gh)); // bias written next
         let mut bias = self.bias_ih.value.clone();
         if kind != CellKind::Gru {
             bias += &self.bias_hh.value;
@@ -295,11 +291,11 @@ impl<F: Scalar> DirectionParams<F> {
 
         // Every step writes its state for every row (a finished row copies the previous one),
         // so only the initial states are written here.
-        let mut states: Array3<F> = pooled(ndarray::Dim([t_len + 1, batch, h]));
+        let mut states: Array3<F> = scratch::array((t_len + 1, batch, h));
         let start = if reverse { t_len } else { 0 };
         states.index_axis_mut(Axis(0), start).assign(&h0);
         let mut cells = if kind.has_cell_state() {
-            let mut c: Array3<F> = pooled(ndarray::Dim([t_len + 1, batch, h]));
+            let mut c: Array3<F> = scratch::array((t_len + 1, batch, h));
             let mut c_start = c.index_axis_mut(Axis(0), start);
             match c0 {
                 Some(c0) => c_start.assign(&c0),
@@ -310,7 +306,7 @@ impl<F: Scalar> DirectionParams<F> {
             Array3::zeros((0, 0, 0))
         };
         let mut hn = if kind == CellKind::Gru {
-            pooled_zeros(ndarray::Dim([t_len * batch, h]))
+            pooled_zeros((t_len * batch, h))
         } else {
             Array2::zeros((0, 0))
         };
@@ -480,10 +476,10 @@ impl<F: Scalar> DirectionParams<F> {
         } else {
             Array2::zeros((0, 0))
         };
-        let mut d_gates: Array2<F> = pooled_zeros(ndarray::Dim([t_len * batch, gh])); // (T·B, G·H) ∂L/∂(input-side pre-activations)
+        let mut d_gates: Array2<F> = pooled_zeros((t_len * batch, gh)); // (T·B, G·H) ∂L/∂(input-side pre-activations)
         // GRU: ∂L/∂(W_hh h + b_hh) differs from d_gates in the n block; other cells share d_gates.
         let mut d_recurrent = if kind == CellKind::Gru {
-            pooled_zeros(ndarray::Dim([t_len * batch, gh]))
+            pooled_zeros((t_len * batch, gh))
         } else {
             Array2::zeros((0, 0))
         };
