@@ -139,7 +139,7 @@ fn kernel<F: Scalar>(
     // f32: the AVX-512 kernel where the CPU has it, when A's rows are contiguous or A is small
     // enough to copy (a weight matrix used transposed); a large transposed A (the weight
     // gradients of a recurrent layer) is read in place by the general kernel.
-    let a_rows_ok = a.ncols() <= 1 || a.strides()[1] == 1 || a.len() <= SMALL_A_COPY;
+    let a_rows_ok = packed::rows_contiguous(&a) || a.len() <= SMALL_A_COPY;
     if F::BYTES == 4 && alpha == F::one() && a_rows_ok && packed::avx512() {
         packed::gemm_f32(a, b, beta, c);
         return;

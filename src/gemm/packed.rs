@@ -177,7 +177,7 @@ pub(super) fn gemm_f32<F: Scalar>(
 
 /// Whether the rows of `v` are runs of contiguous values in memory order (one column, or unit
 /// column stride), with a non-negative row stride: what the kernel reads and writes.
-fn rows_contiguous<S: ndarray::Data>(v: &ndarray::ArrayBase<S, ndarray::Ix2>) -> bool {
+pub(super) fn rows_contiguous<S: ndarray::Data>(v: &ndarray::ArrayBase<S, ndarray::Ix2>) -> bool {
     (v.ncols() <= 1 || v.strides()[1] == 1) && v.strides()[0] >= 0
 }
 
