@@ -136,11 +136,7 @@ fn kernel<F: Scalar>(
     beta: F,
     mut c: ArrayViewMut2<'_, F>,
 ) {
-    // f32: the AVX-512 kernel where the CPU has it, when A's rows are contiguous or A is small
-    // enough to copy (a weight matrix used transposed); a large transposed A (the weight
-    // gradients of a recurrent layer) is read in place by the general kernel.
-    let a_rows_ok = packed::rows_contiguous(&a) || a.len() <= SMALL_A_COPY;
-    if F::BYTES == 4 && alpha == F::one() && a_rows_ok && packed::avx512() {
+    if alpha == F::one() && takes_packed_kernel(&a) {
         packed::gemm_f32(a, b, beta, c);
         return;
     }
@@ -189,6 +185,96 @@ fn kernel<F: Scalar>(
         }
     }
 }
+
+/// Whether a product with left operand `a` runs on the crate's AVX-512 kernel: for f32 where
+/// the CPU has it, when `a`'s rows are contiguous or `a` is small enough to copy (a weight
+/// matrix used transposed). A large transposed `a` (the weight gradients of a recurrent layer)
+/// is read in place by the general kernel instead.
+fn takes_packed_kernel<F: Scalar>(a: &ArrayView2<'_, F>) -> bool {
+    F::BYTES == 4 && (packed::rows_contiguous(a) || a.len() <= SMALL_A_COPY) && packed::avx512()
+}
+
+/// `C ← A·B + β·C` on the calling thread, with `B: (k, n)` given row by row: `row(p, out)`
+/// writes the `n` values of row `p` of `B` into `out`.
+///
+/// For a `B` computed on the fly, such as the column matrix of a convolution (im2col): on the
+/// AVX-512 path each row goes straight into the kernel's packed panels, so `B` is never stored
+/// whole and is copied once instead of twice. The result has the same bits as [`gemm`] on the
+/// stored `B`.
+///
+/// # Panics
+/// If `A` is not `(m, k)` or `C` not `(m, n)`, as [`gemm`].
+pub fn gemm_rows<F: Scalar>(
+    a: ArrayView2<'_, F>,
+    (k, n): (usize, usize),
+    beta: F,
+    c: ArrayViewMut2<'_, F>,
+    mut row: impl FnMut(usize, &mut [F]),
+) {
+    assert!(
+        a.ncols() == k && c.dim() == (a.nrows(), n),
+        "gemm_rows: A {:?} · B {:?} does not fit C {:?}",
+        a.dim(),
+        (k, n),
+        c.dim()
+    );
+    if takes_packed_kernel(&a) {
+        packed::gemm_rows_f32(a, (k, n), beta, c, row);
+        return;
+    }
+    let mut b = crate::layers::scratch::Scratch::<F>::take(k * n);
+    if n > 0 {
+        for (p, out) in b.chunks_exact_mut(n).enumerate() {
+            row(p, out);
+        }
+    }
+    let b = ArrayView2::from_shape((k, n), &b[..]).expect("k·n values");
+    gemm_one_thread(F::one(), a, b, beta, c);
+}
+
+/// `C ← A·B + β·C` on the calling thread, with `B: (k, n)` read in place from `base`: row `p`
+/// of `B` is `base[offsets[p] .. offsets[p] + n]` (`k = offsets.len()`). Rows may overlap, as
+/// the shifted copies of an image that a stride-1 convolution multiplies by: on the AVX-512 path
+/// the kernel reads them where they are, and the column matrix is never written.
+///
+/// `base` must hold [`ROW_SLACK`] more values past the end of every row: the kernel reads rows
+/// in whole panels of 32 values (what it reads past `n` reaches no entry of `C`). The result
+/// has the same bits as [`gemm`] on the stored `B`.
+///
+/// # Panics
+/// If `A` is not `(m, k)`, `C` not `(m, n)`, or a row and its slack run past the end of `base`.
+pub fn gemm_offset_rows<F: Scalar>(
+    a: ArrayView2<'_, F>,
+    base: &[F],
+    offsets: &[usize],
+    n: usize,
+    beta: F,
+    c: ArrayViewMut2<'_, F>,
+) {
+    let k = offsets.len();
+    assert!(
+        a.ncols() == k && c.dim() == (a.nrows(), n),
+        "gemm_offset_rows: A {:?} · B {:?} does not fit C {:?}",
+        a.dim(),
+        (k, n),
+        c.dim()
+    );
+    assert!(
+        offsets.iter().all(|&o| o + n + ROW_SLACK <= base.len()),
+        "gemm_offset_rows: a row of B and its slack run past the end of its {} values",
+        base.len()
+    );
+    if takes_packed_kernel(&a) {
+        packed::gemm_offset_rows_f32(a, base, offsets, n, beta, c);
+        return;
+    }
+    gemm_rows(a, (k, n), beta, c, |p, out| {
+        out.copy_from_slice(&base[offsets[p]..offsets[p] + n]);
+    });
+}
+
+/// Values that [`gemm_offset_rows`] may read past the end of a row of `B`.
+pub const ROW_SLACK: usize = packed::NR;
 
 /// `A·B` as a new matrix.
 pub fn matmul<F: Scalar>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Array2<F> {
@@ -285,6 +371,55 @@ mod tests {
         for (x, y) in one.iter().zip(want.iter()) {
             assert!((*x as f64 - (y + 1.0)).abs() < 1e-3 * y.abs().max(1.0));
         }
+    }
+
+    /// `B` given row by row, or read in place from overlapping rows of one buffer, gives the
+    /// bits of `gemm` on the stored `B`: f32 (the AVX-512 kernel where the CPU has it) and f64,
+    /// β = 0 (C not read), 1 and ½, an inner dimension over two kernel passes, odd widths.
+    #[test]
+    fn rows_given_or_read_in_place_give_the_bits_of_the_stored_product() {
+        fn check<F: Scalar + std::fmt::Debug>() {
+            for (m, n, stride) in [(11, 45, 3), (3, 70, 1), (9, 32, 40), (1, 1, 2)] {
+                let k = 300;
+                // B's rows overlap: row p is base[p·stride .. p·stride + n].
+                let base: Vec<F> = (0..k * stride + n + ROW_SLACK)
+                    .map(|i| F::of(((i * 29) % 83) as f64 / 41.0 - 1.0))
+                    .collect();
+                let offsets: Vec<usize> = (0..k).map(|p| p * stride).collect();
+                let b = Array2::from_shape_fn((k, n), |(p, j)| base[offsets[p] + j]);
+                let a = Array2::from_shape_fn((m, k), |(i, p)| {
+                    F::of(((i * 13 + p * 7) % 61) as f64 / 30.0 - 1.0)
+                });
+                for beta in [0.0, 1.0, 0.5] {
+                    let beta = F::of(beta);
+                    let c0 = Array2::from_elem(
+                        (m, n),
+                        F::of(if beta == F::zero() { f64::NAN } else { 2.0 }),
+                    );
+                    let mut want = c0.clone();
+                    gemm(F::one(), a.view(), b.view(), beta, want.view_mut());
+                    let mut by_rows = c0.clone();
+                    gemm_rows(a.view(), (k, n), beta, by_rows.view_mut(), |p, out| {
+                        out.copy_from_slice(b.row(p).as_slice().unwrap())
+                    });
+                    assert_eq!(by_rows, want, "rows {m}x{k}x{n}");
+                    let mut in_place = c0.clone();
+                    gemm_offset_rows(a.view(), &base, &offsets, n, beta, in_place.view_mut());
+                    assert_eq!(in_place, want, "in place {m}x{k}x{n}");
+                }
+            }
+        }
+        check::<f32>();
+        check::<f64>();
+    }
+
+    #[test]
+    #[should_panic(expected = "run past the end")]
+    fn rows_read_in_place_must_leave_the_slack() {
+        let base = vec![0f32; 40];
+        let a = Array2::<f32>::zeros((2, 1));
+        let mut c = Array2::<f32>::zeros((2, 10));
+        gemm_offset_rows(a.view(), &base, &[0], 10, 0.0, c.view_mut());
     }
 
     #[test]

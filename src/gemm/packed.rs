@@ -25,7 +25,7 @@ pub const NR: usize = 32;
 const MR: usize = 8;
 /// Steps of the inner dimension per pass over `C`: an `MR × KC` block of `A` and a `KC × NR`
 /// piece of a panel (32 KiB) stay in the first-level cache.
-const KC: usize = 256;
+pub(crate) const KC: usize = 256;
 
 /// `B (k, n)`, packed for [`PackedRhs::add_product`].
 #[derive(Clone, Debug)]
@@ -120,32 +120,37 @@ impl<F: Scalar> PackedRhs<F> {
 /// `q` holds rows `p = 0..k` of columns `q·NR .. q·NR + NR`, zero-padded past `n`. `F` is f32.
 fn pack_panels<F: Scalar>(b: ArrayView2<'_, F>, out: &mut [f32]) {
     let (k, n) = b.dim();
-    let panels = n.div_ceil(NR);
-    let out = &mut out[..panels * k * NR];
-    // The last panel's columns past `n` stay zero.
-    if n % NR != 0 {
-        let last = &mut out[(panels - 1) * k * NR..];
-        for row in last.chunks_exact_mut(NR) {
-            row[n % NR..].fill(0.0);
-        }
-    }
+    zero_panel_tail(k, n, out);
     for (p, row) in b.rows().into_iter().enumerate() {
-        // Row p of B, read in order, goes to row p of every panel.
         match row.as_slice() {
-            Some(src) => {
-                // F is f32 here: a plain copy of NR values per panel.
-                for (q, chunk) in src.chunks(NR).enumerate() {
-                    let dst = &mut out[(q * k + p) * NR..(q * k + p) * NR + chunk.len()];
-                    for (d, &v) in dst.iter_mut().zip(chunk) {
-                        *d = v.f64() as f32;
-                    }
-                }
-            }
+            Some(src) => put_row(src, p, k, out),
             None => {
                 for (col, &v) in row.iter().enumerate() {
                     out[((col / NR) * k + p) * NR + col % NR] = v.f64() as f32;
                 }
             }
+        }
+    }
+}
+
+/// Zeros in the columns past `n` of the last panel (of `k` rows), which no row of `B` writes.
+fn zero_panel_tail(k: usize, n: usize, out: &mut [f32]) {
+    let panels = n.div_ceil(NR);
+    if !n.is_multiple_of(NR) {
+        let last = &mut out[(panels - 1) * k * NR..panels * k * NR];
+        for row in last.chunks_exact_mut(NR) {
+            row[n % NR..].fill(0.0);
+        }
+    }
+}
+
+/// Row `p` of `B` (`src`, its `n` values; `F` is f32) into the panels of a `k`-row `B`: `NR`
+/// values to row `p` of each panel.
+fn put_row<F: Scalar>(src: &[F], p: usize, k: usize, out: &mut [f32]) {
+    for (q, chunk) in src.chunks(NR).enumerate() {
+        let dst = &mut out[(q * k + p) * NR..(q * k + p) * NR + chunk.len()];
+        for (d, &v) in dst.iter_mut().zip(chunk) {
+            *d = v.f64() as f32; // F is f32: a plain copy
         }
     }
 }
@@ -156,22 +161,46 @@ pub(super) fn gemm_f32<F: Scalar>(
     a: ArrayView2<'_, F>,
     b: ArrayView2<'_, F>,
     beta: F,
-    mut c: ArrayViewMut2<'_, F>,
+    c: ArrayViewMut2<'_, F>,
 ) {
-    let (m, k) = a.dim();
-    let n = b.ncols();
-    // β = 0: the kernel's first pass stores A·B without reading C (which may hold anything).
-    let overwrite = beta == F::zero();
-    if k == 0 && overwrite {
-        c.fill(F::zero());
-    } else if !overwrite && beta != F::one() {
-        c.mapv_inplace(|v| v * beta);
-    }
-    if m == 0 || n == 0 || k == 0 {
+    let (k, n) = b.dim();
+    with_panels(a, k, n, beta, c, |panels| pack_panels(b, panels));
+}
+
+/// [`gemm_f32`] with `B: (k, n)` given row by row: `row(p, out)` writes the `n` values of row
+/// `p` into `out`, and they go straight into the panels (through one row-sized buffer).
+pub(super) fn gemm_rows_f32<F: Scalar>(
+    a: ArrayView2<'_, F>,
+    (k, n): (usize, usize),
+    beta: F,
+    c: ArrayViewMut2<'_, F>,
+    mut row: impl FnMut(usize, &mut [F]),
+) {
+    with_panels(a, k, n, beta, c, |panels| {
+        zero_panel_tail(k, n, panels);
+        let mut line = scratch::Scratch::<F>::take(n);
+        for p in 0..k {
+            row(p, &mut line);
+            put_row(&line, p, k, panels);
+        }
+    });
+}
+
+/// `C ← A·B + β·C` with `B: (k, n)` written into a pooled panel buffer by `pack`.
+fn with_panels<F: Scalar>(
+    a: ArrayView2<'_, F>,
+    k: usize,
+    n: usize,
+    beta: F,
+    mut c: ArrayViewMut2<'_, F>,
+    pack: impl FnOnce(&mut [f32]),
+) {
+    let overwrite = prepare_c(beta, k, &mut c);
+    if a.nrows() == 0 || n == 0 || k == 0 {
         return;
     }
     let mut panels = scratch::Scratch::<f32>::take(n.div_ceil(NR) * k * NR);
-    pack_panels(b, &mut panels);
+    pack(&mut panels);
     add_panels(&panels, a, c, 0, overwrite);
 }
 
@@ -182,22 +211,82 @@ pub(super) fn rows_contiguous<S: ndarray::Data>(v: &ndarray::ArrayBase<S, ndarra
 }
 
 /// `C += A·B[:, first·NR ..]` (or `C ← …` if `overwrite`) for the panels that `c`'s columns
-/// cover. The kernel reads `A` and writes `C` row by row: a view whose rows are not contiguous
-/// goes through a standard-layout copy.
+/// cover.
 fn add_panels<F: Scalar>(
     panels: &[f32],
     a: ArrayView2<'_, F>,
-    mut c: ArrayViewMut2<'_, F>,
+    c: ArrayViewMut2<'_, F>,
     first: usize,
     overwrite: bool,
 ) {
+    let k = a.ncols();
+    let panels = &panels[first * k * NR..];
+    debug_assert!(panels.len() >= c.ncols().div_ceil(NR) * k * NR);
+    // SAFETY: the slice holds the k·NR values of every panel that c's columns cover.
+    let rhs = Packed {
+        ptr: panels.as_ptr(),
+        k,
+    };
+    with_contiguous_rows(a, c, overwrite, rhs);
+}
+
+/// `C ← A·B + β·C` for f32 on a CPU with AVX-512 (the caller checks both), where row `p` of
+/// `B: (k, n)` is read in place: the `n` values of `base` from `offsets[p]`. The caller checks
+/// that `base` holds `offsets[p] + ⌈n/NR⌉·NR` values for every `p` (the kernel reads rows in
+/// whole panels; the values past `n` reach no entry of `C`).
+pub(super) fn gemm_offset_rows_f32<F: Scalar>(
+    a: ArrayView2<'_, F>,
+    base: &[F],
+    offsets: &[usize],
+    n: usize,
+    beta: F,
+    mut c: ArrayViewMut2<'_, F>,
+) {
+    debug_assert!(
+        offsets
+            .iter()
+            .all(|&o| o + n.div_ceil(NR) * NR <= base.len())
+    );
+    let overwrite = prepare_c(beta, offsets.len(), &mut c);
+    if a.nrows() == 0 || n == 0 || offsets.is_empty() {
+        return;
+    }
+    // SAFETY: F is f32, and every row's panels lie inside `base` (both checked by the caller).
+    let rhs = InPlace {
+        base: base.as_ptr() as *const f32,
+        offsets: offsets.as_ptr(),
+    };
+    with_contiguous_rows(a, c, overwrite, rhs);
+}
+
+/// Scales `C` by `β` ahead of `C += A·B` with an inner dimension `k`; returns whether the
+/// kernel should overwrite `C` instead (β = 0: the kernel's first pass stores `A·B` without
+/// reading `C`, which may hold anything).
+fn prepare_c<F: Scalar>(beta: F, k: usize, c: &mut ArrayViewMut2<'_, F>) -> bool {
+    let overwrite = beta == F::zero();
+    if k == 0 && overwrite {
+        c.fill(F::zero());
+    } else if !overwrite && beta != F::one() {
+        c.mapv_inplace(|v| v * beta);
+    }
+    overwrite
+}
+
+/// Runs the kernel on `A` and `C` with contiguous rows: a view whose rows are not contiguous
+/// goes through a standard-layout copy.
+fn with_contiguous_rows<F: Scalar, B: PanelRows>(
+    a: ArrayView2<'_, F>,
+    mut c: ArrayViewMut2<'_, F>,
+    overwrite: bool,
+    rhs: B,
+) {
     if !rows_contiguous(&a) {
         let a = a.as_standard_layout().into_owned();
-        return add_panels(panels, a.view(), c, first, overwrite);
+        return with_contiguous_rows(a.view(), c, overwrite, rhs);
     }
     if !rows_contiguous(&c) {
         let mut tmp = c.as_standard_layout().into_owned();
-        add_panels(panels, a, tmp.view_mut(), first, overwrite);
+        with_contiguous_rows(a, tmp.view_mut(), overwrite, rhs);
         c.assign(&tmp);
         return;
     }
@@ -205,10 +294,11 @@ fn add_panels<F: Scalar>(
     let n = c.ncols();
     let lda = a.strides()[0] as usize;
     let ldc = c.strides()[0] as usize;
-    debug_assert_eq!(F::BYTES, 4, "panels are packed for f32 only");
-    // SAFETY: F is f32 (the callers pack panels only then), AVX-512 was detected before packing,
-    // and the pointers and strides come from views whose shapes were checked: `a` has `m` rows
-    // of `k` contiguous values, `c` `m` rows of `n` contiguous values, the panels `k·NR` each.
+    debug_assert_eq!(F::BYTES, 4, "the kernel is for f32 only");
+    // SAFETY: F is f32 (the callers take this path only then), AVX-512 was detected, `rhs`
+    // covers k rows of every panel of n columns (its constructors' contracts), and the
+    // pointers and strides come from views whose shapes were checked: `a` has `m` rows of `k`
+    // contiguous values, `c` `m` rows of `n` contiguous values.
     unsafe {
         kernel_avx512(
             m,
@@ -216,11 +306,48 @@ fn add_panels<F: Scalar>(
             n,
             a.as_ptr() as *const f32,
             lda,
-            &panels[first * k * NR..],
+            rhs,
             c.as_mut_ptr() as *mut f32,
             ldc,
             overwrite,
         );
+    }
+}
+
+/// Where the kernel finds row `p` of panel `q` of `B`: `NR` consecutive f32 values.
+trait PanelRows: Copy {
+    /// # Safety
+    /// `q` and `p` within the operand the value was made for.
+    unsafe fn at(self, q: usize, p: usize) -> *const f32;
+}
+
+/// Packed panels: panel `q` is `k × NR` contiguous values.
+#[derive(Clone, Copy)]
+struct Packed {
+    ptr: *const f32,
+    k: usize,
+}
+
+impl PanelRows for Packed {
+    #[inline(always)]
+    unsafe fn at(self, q: usize, p: usize) -> *const f32 {
+        // SAFETY: the caller keeps q and p within the packed panels.
+        unsafe { self.ptr.add((q * self.k + p) * NR) }
+    }
+}
+
+/// Rows of `B` read in place: row `p` starts at `base + offsets[p]`.
+#[derive(Clone, Copy)]
+struct InPlace {
+    base: *const f32,
+    offsets: *const usize,
+}
+
+impl PanelRows for InPlace {
+    #[inline(always)]
+    unsafe fn at(self, q: usize, p: usize) -> *const f32 {
+        // SAFETY: the caller keeps p below the number of offsets and q within the row's panels.
+        unsafe { self.base.add(*self.offsets.add(p) + q * NR) }
     }
 }
 
@@ -240,13 +367,13 @@ pub(super) fn avx512() -> bool {
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel_avx512(
+unsafe fn kernel_avx512<B: PanelRows>(
     _m: usize,
     _k: usize,
     _n: usize,
     _a: *const f32,
     _lda: usize,
-    _panels: &[f32],
+    _rhs: B,
     _c: *mut f32,
     _ldc: usize,
     _overwrite: bool,
@@ -254,44 +381,45 @@ unsafe fn kernel_avx512(
     unreachable!("panels are packed only where AVX-512 was detected")
 }
 
-/// `C (m, n) += A (m, k) · panels`, panel after panel, `MR` rows at a time, the inner dimension
-/// in passes of `KC`; with `overwrite`, the first pass stores instead of adding (C not read).
+/// `C (m, n) += A (m, k) · B`, panel after panel of `B` (read through `rhs`), `MR` rows at a
+/// time, the inner dimension in passes of `KC`; with `overwrite`, the first pass stores instead
+/// of adding (C not read).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel_avx512(
+unsafe fn kernel_avx512<B: PanelRows>(
     m: usize,
     k: usize,
     n: usize,
     a: *const f32,
     lda: usize,
-    panels: &[f32],
+    rhs: B,
     c: *mut f32,
     ldc: usize,
     overwrite: bool,
 ) {
     for k0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - k0);
+        let ks = k0..KC.min(k - k0) + k0;
         let store = overwrite && k0 == 0;
         for q in 0..n.div_ceil(NR) {
-            let panel = panels[(q * k + k0) * NR..(q * k + k0 + kc) * NR].as_ptr();
             let cols = NR.min(n - q * NR);
             let mut i = 0;
             while i < m {
                 let rows = MR.min(m - i);
-                // SAFETY: rows i..i+rows of A (columns k0..k0+kc) and C exist, and columns
-                // q·NR..q·NR+cols of C.
+                // SAFETY: rows i..i+rows of A (columns k0..k0+kc) and C exist, columns
+                // q·NR..q·NR+cols of C, and rows ks of panel q of B.
                 unsafe {
-                    let (a_i, c_i) = (a.add(i * lda + k0), c.add(i * ldc + q * NR));
+                    let (a_i, c_i, ks) = (a.add(i * lda), c.add(i * ldc + q * NR), ks.clone());
+                    let panel = (rhs, q);
                     match rows {
-                        8 => block::<8>(a_i, lda, kc, panel, c_i, ldc, cols, store),
-                        7 => block::<7>(a_i, lda, kc, panel, c_i, ldc, cols, store),
-                        6 => block::<6>(a_i, lda, kc, panel, c_i, ldc, cols, store),
-                        5 => block::<5>(a_i, lda, kc, panel, c_i, ldc, cols, store),
-                        4 => block::<4>(a_i, lda, kc, panel, c_i, ldc, cols, store),
-                        3 => block::<3>(a_i, lda, kc, panel, c_i, ldc, cols, store),
-                        2 => block::<2>(a_i, lda, kc, panel, c_i, ldc, cols, store),
-                        _ => block::<1>(a_i, lda, kc, panel, c_i, ldc, cols, store),
+                        8 => block::<8, B>(a_i, lda, ks, panel, c_i, ldc, cols, store),
+                        7 => block::<7, B>(a_i, lda, ks, panel, c_i, ldc, cols, store),
+                        6 => block::<6, B>(a_i, lda, ks, panel, c_i, ldc, cols, store),
+                        5 => block::<5, B>(a_i, lda, ks, panel, c_i, ldc, cols, store),
+                        4 => block::<4, B>(a_i, lda, ks, panel, c_i, ldc, cols, store),
+                        3 => block::<3, B>(a_i, lda, ks, panel, c_i, ldc, cols, store),
+                        2 => block::<2, B>(a_i, lda, ks, panel, c_i, ldc, cols, store),
+                        _ => block::<1, B>(a_i, lda, ks, panel, c_i, ldc, cols, store),
                     }
                 }
                 i += rows;
@@ -300,17 +428,17 @@ unsafe fn kernel_avx512(
     }
 }
 
-/// `C[0..R, 0..cols] += A[0..R, :] · panel` (`←` if `store`): `R × NR` accumulators in
-/// registers.
+/// `C[0..R, 0..cols] += A[0..R, ks] · B[ks, panel]` (`←` if `store`), `panel = (rhs, q)`:
+/// `R × NR` accumulators in registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
-unsafe fn block<const R: usize>(
+unsafe fn block<const R: usize, B: PanelRows>(
     a: *const f32,
     lda: usize,
-    k: usize,
-    panel: *const f32,
+    ks: std::ops::Range<usize>,
+    (rhs, q): (B, usize),
     c: *mut f32,
     ldc: usize,
     cols: usize,
@@ -319,12 +447,13 @@ unsafe fn block<const R: usize>(
     use std::arch::x86_64::*;
     let mut lo = [_mm512_setzero_ps(); R];
     let mut hi = [_mm512_setzero_ps(); R];
-    // SAFETY (whole body): the caller guarantees R rows of A with k values, a panel of k·NR
-    // values, and R rows of C with `cols` values.
+    // SAFETY (whole body): the caller guarantees R rows of A with the columns `ks`, rows `ks`
+    // of panel q of B, and R rows of C with `cols` values.
     unsafe {
-        for p in 0..k {
-            let b_lo = _mm512_loadu_ps(panel.add(p * NR));
-            let b_hi = _mm512_loadu_ps(panel.add(p * NR + 16));
+        for p in ks {
+            let b = rhs.at(q, p);
+            let b_lo = _mm512_loadu_ps(b);
+            let b_hi = _mm512_loadu_ps(b.add(16));
             for r in 0..R {
                 let a_rp = _mm512_set1_ps(*a.add(r * lda + p));
                 lo[r] = _mm512_fmadd_ps(a_rp, b_lo, lo[r]);

@@ -1,4 +1,5 @@
-//! 2-D convolution (PyTorch `nn.Conv2d`) by im2col + GEMM, parallel over the batch.
+//! 2-D convolution (PyTorch `nn.Conv2d`) as matrix products over the column matrix (im2col),
+//! parallel over the batch.
 //!
 //! For one image `x: (C_in, H, W)` the *column matrix* (im2col) has one row per weight element of
 //! a group and one column per output pixel:
@@ -22,31 +23,46 @@
 //!   and are put back in PyTorch's `(c, i, j)` order once, when the gradient is added to `W`.
 //!   The forward pass stores the input channels last for this (instead of a plain copy).
 //!
-//! A 1×1 convolution with stride 1 and no padding needs no im2col: `cols` is the image itself
-//! (and `cols_nᵀ` the channels-last image). With stride 1 and an output as wide as the input
-//! ("same" padding, e.g. 3×3 with padding 1), a row of `cols` is the input plane shifted by a
-//! constant offset, so im2col and col2im copy or add it as one block and then fix up the few
-//! padding entries, instead of working output row by output row.
+//! How the products read `cols` (`Lowering`), fastest first:
+//!
+//! * a 1×1 convolution with stride 1 and no padding needs no im2col: `cols` is the image itself
+//!   (and `cols_nᵀ` the channels-last image);
+//! * with stride 1 and one group (every 3×3 convolution of a ResNet but the downsampling ones),
+//!   no `cols` is written at all (`Shifted`): on a zero-padded copy of the image, and with the
+//!   output computed on the padded width (the extra columns dropped afterwards), the row of
+//!   `cols` for channel `c` and tap `(i, j)` is the padded image itself from one offset, and the
+//!   GEMM reads those overlapping rows in place (`gemm::gemm_offset_rows`). `∂x` is then also a
+//!   stride-1 convolution, of `dy` zero-padded by `d·(k − 1) − p` with the flipped kernel
+//!   `Wf[c, o, i, j] = W[o, c, kh−1−i, kw−1−j]`, and is computed the same way instead of
+//!   through `dcols` and col2im. The forward sums are the ones of the `cols` product, bit for
+//!   bit; `∂x` sums the same terms in another order;
+//! * otherwise the rows of `cols` are gathered one at a time straight into the GEMM's packed
+//!   panels (`gemm::gemm_rows`), in strips of output rows whose panels stay in the core's
+//!   second-level cache, and `∂x` goes through `dcols` and col2im. With stride 1 and an output as
+//!   wide as the input, a row of `cols` is the input plane shifted by a constant offset, so the
+//!   gather and col2im copy or add it as one block and then fix up the few padding entries.
 //!
 //! Threads: images are independent in the forward pass and in `∂x`, so they are spread over the
 //! current rayon pool. `∂W` and `∂b` are sums over the batch: the batch is cut into a number of
 //! contiguous chunks that depends only on the batch size and the weight size (never on the thread
 //! count), each chunk sums its images in order into its own partial gradient, and the partials are
 //! added in chunk order. The bits of every result are therefore the same for any thread count and
-//! any scheduling. Memory stays bounded: one `cols` (or `colsᵀ`) buffer per running task, never
-//! one for the whole batch.
+//! any scheduling. Memory stays bounded: the scratch buffers (padded image, `cols` strip or
+//! `colsᵀ`) of one image per running task, never of the whole batch.
 //!
 //! Allocation: a training step would otherwise ask the allocator for fresh megabytes for every
-//! `cols` buffer, output and cached input, and pay a page fault per 4 KiB to get them. The `cols`
-//! buffers and the outputs come from the per-thread pool of `layers::scratch`, and the
+//! scratch buffer, output and cached input, and pay a page fault per 4 KiB to get them. The
+//! scratch buffers and the outputs come from the per-thread pool of `layers::scratch`, and the
 //! channels-last copy of the input is written into the buffer the previous backward pass released.
+
+use std::ops::Range;
 
 use ndarray::{Array1, Array4, ArrayView2, ArrayView4, ArrayViewMut2, Ix1, Ix4};
 use rayon::prelude::*;
 
 use super::scratch::{self, Scratch};
 use crate::error::{Error, Result, fmt_shape};
-use crate::gemm::gemm;
+use crate::gemm::{ROW_SLACK, gemm, gemm_offset_rows, gemm_rows};
 use crate::init;
 use crate::module::{Module, ParamVisitor};
 use crate::{Mode, Param, Rng, Scalar};
@@ -419,23 +435,18 @@ impl<F: Scalar> Conv2d<F> {
         let mut xt = std::mem::take(&mut self.spare);
         xt.resize(if mode.is_train() { xs.len() } else { 0 }, F::zero());
         if g.n > 0 {
-            let spans = g.col_spans();
-            let buf = if g.pointwise() { 0 } else { g.k() * g.l() }; // cols: (C_in·kh·kw, OH·OW)
+            let lowering = g.forward_lowering();
+            let bias = bias.as_deref();
             let ys = y.as_slice_mut().expect("fresh array");
             let ys = ys.par_chunks_mut(g.oc * g.l()).zip(xs.par_chunks(x_len));
             if mode.is_train() {
-                ys.zip(xt.par_chunks_mut(x_len)).for_each_init(
-                    || Scratch::take(buf),
-                    |cols, ((y_n, x_n), xt_n)| {
-                        g.forward_image(&spans, ws, bias.as_deref(), x_n, cols, y_n);
+                ys.zip(xt.par_chunks_mut(x_len))
+                    .for_each(|((y_n, x_n), xt_n)| {
+                        g.forward_image(&lowering, ws, bias, x_n, y_n);
                         transpose(x_n, g.c, g.h * g.w, xt_n);
-                    },
-                );
+                    });
             } else {
-                ys.for_each_init(
-                    || Scratch::take(buf),
-                    |cols, (y_n, x_n)| g.forward_image(&spans, ws, bias.as_deref(), x_n, cols, y_n),
-                );
+                ys.for_each(|(y_n, x_n)| g.forward_image(&lowering, ws, bias, x_n, y_n));
             }
         }
         if mode.is_train() {
@@ -483,19 +494,16 @@ impl<F: Scalar> Conv2d<F> {
         if g.n == 0 {
             return Ok(dx);
         }
-        let spans = g.col_spans();
         let buf = if g.pointwise() { 0 } else { g.k() * g.l() };
         let (x_len, y_len) = (g.c * g.h * g.w, g.oc * g.l());
 
         // ∂x: image by image, in parallel.
+        let lowering = g.input_grad_lowering(ws);
         dx.as_slice_mut()
             .expect("fresh array")
             .par_chunks_mut(x_len)
             .zip(dys.par_chunks(y_len))
-            .for_each_init(
-                || Scratch::take(buf), // dcols: (C_in·kh·kw, OH·OW)
-                |dcols, (dx_n, dy_n)| g.input_grad_image(&spans, ws, dy_n, dcols, dx_n),
-            );
+            .for_each(|(dx_n, dy_n)| g.input_grad_image(&lowering, ws, dy_n, dx_n));
 
         // ∂W, ∂b: a fixed number of contiguous chunks of the batch, each with its own partial
         // sums; the partials come back in chunk order and are added in that order.
@@ -557,6 +565,10 @@ impl<F: Scalar> Module<F> for Conv2d<F> {
         }
     }
 }
+
+/// The forward product takes `cols` in strips of output rows whose packed panels hold at most
+/// this many bytes, so that they stay in the core's second-level cache while the kernel reads them.
+const STRIP_BYTES: usize = 512 << 10;
 
 /// At most this many partial weight gradients are summed in the backward pass.
 const MAX_WGRAD_CHUNKS: usize = 32;
@@ -703,74 +715,91 @@ impl Geom {
 
     /// With stride 1 and an output as wide as the input (`OW = W`: "same" padding, as in the 3×3
     /// convolutions of a ResNet), the entries of a `cols` row that lie inside the input are the
-    /// input plane shifted by one constant offset: for kernel tap `(i, j)` this returns
-    /// `(a, b, src)`, the range `a..b` of the row from its first to its last entry inside the
-    /// input, and the plane position `src` of entry `a`. Inside `a..b` only the entries of the
-    /// columns `ow ∉ lo..hi` (the left and right padding) do not read the input. `None` when the
-    /// shape does not allow this; `Some((0, 0, 0))` when no entry of the row reads the input.
+    /// input plane shifted by one constant offset. For kernel tap `(i, j)` and the output rows
+    /// `strip` (the columns `strip.start·OW .. strip.end·OW` of `cols`) this returns `(a, b,
+    /// src)`: the range `a..b` of the strip's part of the row, counted from the strip's start,
+    /// from its first to its last entry inside the input, and the plane position `src` of entry
+    /// `a`. Inside `a..b` only the entries of the columns `ow ∉ lo..hi` (the left and right
+    /// padding) do not read the input. `None` when the shape does not allow this;
+    /// `Some((0, 0, 0))` when no entry of the strip's row reads the input.
     fn shifted_block(
         &self,
         i: usize,
         j: usize,
-        lo: usize,
-        hi: usize,
+        (lo, hi): (usize, usize),
+        strip: Range<usize>,
     ) -> Option<(usize, usize, usize)> {
         if self.sh != 1 || self.sw != 1 || self.ow != self.w {
             return None;
         }
-        // Output rows oh with 0 ≤ oh + i·dh − ph < H.
+        // Output rows oh of the strip with 0 ≤ oh + i·dh − ph < H.
         let top = (i * self.dh) as isize - self.ph as isize; // input row of oh = 0
-        let oh_lo = (-top).clamp(0, self.oh as isize) as usize;
-        let oh_hi = (self.h as isize - top).clamp(oh_lo as isize, self.oh as isize) as usize;
+        let (first, end) = (strip.start as isize, strip.end as isize);
+        let oh_lo = (-top).clamp(first, end);
+        let oh_hi = (self.h as isize - top).clamp(oh_lo, end);
         if oh_lo == oh_hi || lo == hi {
             return Some((0, 0, 0));
         }
+        let (oh_lo, oh_hi) = (oh_lo as usize - strip.start, oh_hi as usize - strip.start);
         let (a, b) = (oh_lo * self.ow + lo, (oh_hi - 1) * self.ow + hi);
         let left = (j * self.dw) as isize - self.pw as isize; // input column of ow = 0
-        let src = (oh_lo as isize + top) * self.w as isize + lo as isize + left;
+        let src = ((oh_lo + strip.start) as isize + top) * self.w as isize + lo as isize + left;
         Some((a, b, src as usize))
     }
 
-    /// `cols ← im2col(x_n)`: `x_n: (C, H, W)`, `cols: (C·kh·kw, OH·OW)`, every entry written.
-    fn im2col<F: Scalar>(&self, spans: &[(usize, usize)], x_n: &[F], cols: &mut [F]) {
-        let (l, ow) = (self.l(), self.ow);
-        let mut rows = cols.chunks_exact_mut(l);
-        for c in 0..self.c {
-            let plane = &x_n[c * self.h * self.w..(c + 1) * self.h * self.w]; // (H, W)
-            for i in 0..self.kh {
-                for (j, &(lo, hi)) in spans.iter().enumerate() {
-                    let row = rows.next().expect("C·kh·kw rows"); // (OH·OW)
-                    if let Some((a, b, src)) = self.shifted_block(i, j, lo, hi) {
-                        // One block copy, then zeros over the padding.
-                        row[..a].fill(F::zero());
-                        row[b..].fill(F::zero());
-                        row[a..b].copy_from_slice(&plane[src..src + (b - a)]);
-                        zero_gaps(&mut row[a..b], ow, hi - lo);
-                        continue;
-                    }
-                    // Zeros everywhere (one fill per row, not a few values per output row),
-                    // then the entries inside the input, output row by output row.
-                    row.fill(F::zero());
-                    if lo == hi {
-                        continue;
-                    }
-                    for (oh, seg) in row.chunks_exact_mut(ow).enumerate() {
-                        let Some(ih) = self.in_row(oh, i) else {
-                            continue;
-                        };
-                        let start = ih * self.w + lo * self.sw + j * self.dw - self.pw;
-                        let src = &plane[start..]; // from input column lo·sw + j·dw − pw
-                        if self.sw == 1 {
-                            copy(&mut seg[lo..hi], src);
-                        } else {
-                            for (t, d) in seg[lo..hi].iter_mut().enumerate() {
-                                *d = src[t * self.sw];
-                            }
-                        }
-                    }
+    /// One row of the column matrix over a strip of output rows: `out ← cols[r, strip.start·OW
+    /// .. strip.end·OW]` for row `r = (c·kh + i)·kw + j` of `cols = im2col(x_n)`, every entry
+    /// written. `x_n: (C, H, W)`, `out: (strip.len()·OW)`.
+    fn im2col_row<F: Scalar>(
+        &self,
+        spans: &[(usize, usize)],
+        x_n: &[F],
+        r: usize,
+        strip: Range<usize>,
+        out: &mut [F],
+    ) {
+        let (c, i, j) = (r / (self.kh * self.kw), r / self.kw % self.kh, r % self.kw);
+        let (lo, hi) = spans[j];
+        let ow = self.ow;
+        let plane = &x_n[c * self.h * self.w..(c + 1) * self.h * self.w]; // (H, W)
+        if let Some((a, b, src)) = self.shifted_block(i, j, (lo, hi), strip.clone()) {
+            // One block copy, then zeros over the padding.
+            out[..a].fill(F::zero());
+            out[b..].fill(F::zero());
+            out[a..b].copy_from_slice(&plane[src..src + (b - a)]);
+            zero_gaps(&mut out[a..b], ow, hi - lo);
+            return;
+        }
+        // Zeros everywhere (one fill, not a few values per output row), then the entries
+        // inside the input, output row by output row.
+        out.fill(F::zero());
+        if lo == hi {
+            return;
+        }
+        for (oh, seg) in strip.zip(out.chunks_exact_mut(ow)) {
+            let Some(ih) = self.in_row(oh, i) else {
+                continue;
+            };
+            let start = ih * self.w + lo * self.sw + j * self.dw - self.pw;
+            let src = &plane[start..]; // from input column lo·sw + j·dw − pw
+            if self.sw == 1 {
+                copy(&mut seg[lo..hi], src);
+            } else {
+                for (t, d) in seg[lo..hi].iter_mut().enumerate() {
+                    *d = src[t * self.sw];
                 }
             }
         }
+    }
+
+    /// The output rows per strip of the forward product: the panels of one strip's `cols`
+    /// (`C/G·kh·kw` rows) stay within [`STRIP_BYTES`], and strips are of equal height.
+    fn strip_rows<F: Scalar>(&self) -> usize {
+        let per_row = self.kg() * self.ow * F::BYTES; // bytes of cols per output row
+        let strips = (per_row * self.oh)
+            .div_ceil(STRIP_BYTES)
+            .clamp(1, self.oh.max(1));
+        self.oh.div_ceil(strips).max(1)
     }
 
     /// `dx_n += col2im(dcols)`, the adjoint of [`Geom::im2col`]: `dcols: (C·kh·kw, OH·OW)`,
@@ -787,7 +816,7 @@ impl Geom {
                     if lo >= hi {
                         continue;
                     }
-                    if let Some((a, b, src)) = self.shifted_block(i, j, lo, hi) {
+                    if let Some((a, b, src)) = self.shifted_block(i, j, (lo, hi), 0..self.oh) {
                         // Zeros over the padding inside a..b, then one block addition.
                         zero_gaps(&mut row[a..b], ow, hi - lo);
                         for (d, s) in plane[src..src + (b - a)].iter_mut().zip(&row[a..b]) {
@@ -816,22 +845,77 @@ impl Geom {
         }
     }
 
+    /// How the forward product reads the image (see [`Lowering`]).
+    fn forward_lowering<F: Scalar>(&self) -> Lowering<F> {
+        if self.pointwise() {
+            Lowering::Pointwise
+        } else if self.groups == 1 && self.sh == 1 && self.sw == 1 {
+            Lowering::Shifted {
+                planes: Shifted::new(self.c, (self.h, self.w), (self.ph, self.pw), self),
+                weight: None,
+            }
+        } else {
+            Lowering::Columns(self.col_spans())
+        }
+    }
+
+    /// How the input gradient reads `dy`. With stride 1 and one group, `∂x` is itself a
+    /// stride-1 convolution: the correlation of `dy`, zero-padded by `(dh·(kh − 1) − ph,
+    /// dw·(kw − 1) − pw)`, with the flipped kernel `Wf[c, o, i, j] = W[o, c, kh−1−i, kw−1−j]`
+    /// (built here from `w`), so it reads `dy` in place as the forward pass reads `x` (when the
+    /// padding is at most the dilated kernel's reach, as for every "same" convolution).
+    fn input_grad_lowering<F: Scalar>(&self, w: &[F]) -> Lowering<F> {
+        let (kh, kw) = (self.kh, self.kw);
+        let (reach_h, reach_w) = (self.dh * (kh - 1), self.dw * (kw - 1));
+        if self.pointwise() {
+            return Lowering::Pointwise;
+        }
+        if self.groups != 1
+            || self.sh != 1
+            || self.sw != 1
+            || self.ph > reach_h
+            || self.pw > reach_w
+        {
+            return Lowering::Columns(self.col_spans());
+        }
+        let (c, oc, taps) = (self.c, self.oc, kh * kw);
+        let mut flipped = vec![F::zero(); w.len()]; // Wf: (C, OC·kh·kw)
+        for (o, w_o) in w.chunks_exact(c * taps).enumerate() {
+            for (ci, w_oc) in w_o.chunks_exact(taps).enumerate() {
+                for (t, &v) in w_oc.iter().enumerate() {
+                    flipped[ci * oc * taps + o * taps + (taps - 1 - t)] = v;
+                }
+            }
+        }
+        let pad = (reach_h - self.ph, reach_w - self.pw);
+        Lowering::Shifted {
+            planes: Shifted::new(oc, (self.oh, self.ow), pad, self),
+            weight: Some(flipped),
+        }
+    }
+
     /// `y_n = W ⊛ x_n + b` for one image: per group `y_g (OC/G, L) = W_g (OC/G, Kg) · cols_g (Kg, L)`.
+    /// `x_n: (C, H, W)`, `y_n: (OC, OH·OW)`, every entry written.
+    ///
+    /// With [`Lowering::Columns`], one strip of output rows at a time (see
+    /// [`Geom::strip_rows`]), the rows of `cols` written straight into the GEMM's packed panels
+    /// by [`gemm_rows`].
     fn forward_image<F: Scalar>(
         &self,
-        spans: &[(usize, usize)],
+        lowering: &Lowering<F>,
         w: &[F],
         bias: Option<&[F]>,
         x_n: &[F],
-        cols: &mut [F],
         y_n: &mut [F],
     ) {
-        let (l, kg, ocg) = (self.l(), self.kg(), self.ocg());
-        let src: &[F] = if self.pointwise() {
-            x_n // (C, H·W)
-        } else {
-            self.im2col(spans, x_n, cols);
-            cols // (C·kh·kw, OH·OW)
+        let (l, kg, ocg, ow) = (self.l(), self.kg(), self.ocg(), self.ow);
+        let spans = match lowering {
+            Lowering::Shifted { planes, .. } => {
+                let w = mat(w, self.oc, self.k());
+                return planes.correlate(w, x_n, (self.oh, ow), bias, y_n);
+            }
+            Lowering::Pointwise => &[][..],
+            Lowering::Columns(spans) => spans,
         };
         let beta = match bias {
             Some(b) => {
@@ -842,31 +926,52 @@ impl Geom {
             }
             None => F::zero(),
         };
+        let strip_rows = self.strip_rows::<F>();
         for grp in 0..self.groups {
-            gemm(
-                F::one(),
-                mat(&w[grp * ocg * kg..], ocg, kg),
-                mat(&src[grp * kg * l..], kg, l),
-                beta,
-                mat_mut(&mut y_n[grp * ocg * l..], ocg, l),
-            );
+            let w_g = mat(&w[grp * ocg * kg..], ocg, kg);
+            let mut y_g = mat_mut(&mut y_n[grp * ocg * l..], ocg, l);
+            if self.pointwise() {
+                // cols_g is the image's channels of group g, as they are: (C/G, H·W).
+                gemm(F::one(), w_g, mat(&x_n[grp * kg * l..], kg, l), beta, y_g);
+                continue;
+            }
+            for first in (0..self.oh).step_by(strip_rows) {
+                let strip = first..(first + strip_rows).min(self.oh);
+                let cols = strip.start * ow..strip.end * ow;
+                gemm_rows(
+                    w_g,
+                    (kg, cols.len()),
+                    beta,
+                    y_g.slice_mut(ndarray::s![.., cols]),
+                    |r, out| self.im2col_row(spans, x_n, grp * kg + r, strip.clone(), out),
+                );
+            }
         }
     }
 
-    /// `dx_n = col2im(Wᵀ · dy_n)` for one image (per group `dcols_g = W_gᵀ · dy_g`);
-    /// `dy_n: (OC, L)`, `dx_n: (C, H, W)` (every entry written), `dcols: (C·kh·kw, L)` scratch.
+    /// `dx_n = col2im(Wᵀ · dy_n)` for one image (per group `dcols_g = W_gᵀ · dy_g`), or with
+    /// [`Lowering::Shifted`] the correlation of the padded `dy_n` with the flipped kernel;
+    /// `dy_n: (OC, L)`, `dx_n: (C, H, W)` (every entry written).
     fn input_grad_image<F: Scalar>(
         &self,
-        spans: &[(usize, usize)],
+        lowering: &Lowering<F>,
         w: &[F],
         dy_n: &[F],
-        dcols: &mut [F],
         dx_n: &mut [F],
     ) {
         let (l, kg, ocg) = (self.l(), self.kg(), self.ocg());
-        let pointwise = self.pointwise();
+        let spans = match lowering {
+            Lowering::Shifted { planes, weight } => {
+                let flipped = weight.as_deref().expect("the input gradient's lowering");
+                let wf = mat(flipped, self.c, self.oc * self.kh * self.kw);
+                return planes.correlate(wf, dy_n, (self.h, self.w), None, dx_n);
+            }
+            Lowering::Pointwise => None,
+            Lowering::Columns(spans) => Some(spans),
+        };
+        let mut dcols = Scratch::take(if spans.is_some() { self.k() * l } else { 0 });
         {
-            let dst: &mut [F] = if pointwise { dx_n } else { dcols }; // (K, L)
+            let dst: &mut [F] = if spans.is_some() { &mut dcols } else { dx_n }; // (K, L)
             for grp in 0..self.groups {
                 gemm(
                     F::one(),
@@ -877,9 +982,9 @@ impl Geom {
                 );
             }
         }
-        if !pointwise {
+        if let Some(spans) = spans {
             dx_n.fill(F::zero());
-            self.col2im(spans, dcols, dx_n);
+            self.col2im(spans, &mut dcols, dx_n);
         }
     }
 
@@ -957,6 +1062,117 @@ impl Geom {
     }
 }
 
+/// How a product of a convolution reads its right operand, the column matrix `cols` of an image.
+enum Lowering<F> {
+    /// A 1×1 kernel with stride 1 and no padding: `cols` is the image itself.
+    Pointwise,
+    /// Stride 1, one group: the rows of `cols` read in place from a zero-padded copy of the
+    /// image; `weight` is the left operand when it is not the layer's weight (the flipped kernel
+    /// of the input gradient).
+    Shifted {
+        planes: Shifted,
+        weight: Option<Vec<F>>,
+    },
+    /// Otherwise: the rows of `cols` gathered by [`Geom::im2col_row`] (the forward pass) or
+    /// scattered back by [`Geom::col2im`] (the input gradient); the column spans of the kernel.
+    Columns(Vec<(usize, usize)>),
+}
+
+/// A stride-1 correlation of a stack of planes with a kernel, computed without a column matrix.
+///
+/// On a copy of the planes zero-padded to `Hp × Wp`, the output computed on the padded width
+/// (`OH × Wp` columns, the last `Wp − OW` of every row discarded) has a column matrix whose
+/// row for plane `c` and kernel tap `(i, j)` is the padded planes themselves from offset
+/// `c·Hp·Wp + i·dh·Wp + j·dw`: [`gemm_offset_rows`] reads those rows in place. The copies are
+/// one padding of the input and one trimming of the output instead of a `kh·kw` times larger
+/// `cols`; each output entry is the same sum in the same order as with `cols`.
+struct Shifted {
+    /// Planes of the operand.
+    planes: usize,
+    /// Size of a plane before padding.
+    hw: (usize, usize),
+    /// Zeros added on each side.
+    pad: (usize, usize),
+    /// Row `(c·kh + i)·kw + j` of `cols`: its offset in the padded planes.
+    offsets: Vec<usize>,
+}
+
+impl Shifted {
+    /// For `planes` planes of `hw`, padded by `pad`, and the kernel of `g` (size and dilation).
+    fn new(planes: usize, hw: (usize, usize), pad: (usize, usize), g: &Geom) -> Self {
+        let (hp, wp) = (hw.0 + 2 * pad.0, hw.1 + 2 * pad.1);
+        let mut offsets = Vec::with_capacity(planes * g.kh * g.kw);
+        for c in 0..planes {
+            for i in 0..g.kh {
+                for j in 0..g.kw {
+                    offsets.push(c * hp * wp + i * g.dh * wp + j * g.dw);
+                }
+            }
+        }
+        Shifted {
+            planes,
+            hw,
+            pad,
+            offsets,
+        }
+    }
+
+    /// `out (M, OH·OW) ← a (M, planes·kh·kw) · cols(src) (+ bias per row)` for `src: (planes,
+    /// H, W)`, every entry of `out` written; `(OH, OW)` is the output size.
+    fn correlate<F: Scalar>(
+        &self,
+        a: ArrayView2<'_, F>,
+        src: &[F],
+        (oh, ow): (usize, usize),
+        bias: Option<&[F]>,
+        out: &mut [F],
+    ) {
+        let ((h, w), (ph, pw)) = (self.hw, self.pad);
+        let (hp, wp) = (h + 2 * ph, w + 2 * pw);
+        let last = self.offsets.last().copied().unwrap_or(0);
+        let mut padded = Scratch::take(last + oh * wp + ROW_SLACK);
+        // Zero-padded planes (H + 2·ph, W + 2·pw), then zeros up to the end of the buffer.
+        let (body, tail) = padded.split_at_mut(self.planes * hp * wp);
+        for (plane, src) in body.chunks_exact_mut(hp * wp).zip(src.chunks_exact(h * w)) {
+            plane[..ph * wp].fill(F::zero());
+            plane[(ph + h) * wp..].fill(F::zero());
+            let rows = plane[ph * wp..(ph + h) * wp].chunks_exact_mut(wp);
+            for (row, src) in rows.zip(src.chunks_exact(w)) {
+                row[..pw].fill(F::zero());
+                row[pw + w..].fill(F::zero());
+                copy(&mut row[pw..pw + w], src);
+            }
+        }
+        tail.fill(F::zero());
+        let m = a.nrows();
+        let mut wide = Scratch::take(m * oh * wp); // (M, OH·Wp)
+        gemm_offset_rows(
+            a,
+            &padded,
+            &self.offsets,
+            oh * wp,
+            F::zero(),
+            mat_mut(&mut wide, m, oh * wp),
+        );
+        for (r, (out_r, wide_r)) in out
+            .chunks_exact_mut(oh * ow)
+            .zip(wide.chunks_exact(oh * wp))
+            .enumerate()
+        {
+            let b = bias.map_or(F::zero(), |b| b[r]);
+            for (dst, src) in out_r.chunks_exact_mut(ow).zip(wide_r.chunks_exact(wp)) {
+                if bias.is_some() {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = b + v;
+                    }
+                } else {
+                    copy(dst, src);
+                }
+            }
+        }
+    }
+}
+
 /// Zeros at the positions `p ≥ valid` of every `stride`-long piece of `block` (the padding
 /// columns between the output rows of a [`Geom::shifted_block`]), written with strided stores
 /// (a `fill` per piece would be a library call for one or two values).
@@ -1029,9 +1245,19 @@ mod tests {
             let g = Geom::new(&cfg, &[1, cfg.in_channels, h, w], oh, ow);
             let spans = g.col_spans();
             let x: Vec<f64> = (0..g.c * h * w).map(|v| v as f64 + 1.0).collect();
-            let mut cols = vec![f64::NAN; g.k() * g.l()];
-            g.im2col(&spans, &x, &mut cols);
-            assert_eq!(cols, naive_cols(&g, &x), "{cfg:?}");
+            // im2col row by row, over the whole image and over strips of one and two output rows.
+            let cols = naive_cols(&g, &x);
+            for strip_rows in [g.oh, 1, 2] {
+                for r in 0..g.k() {
+                    for first in (0..g.oh).step_by(strip_rows) {
+                        let strip = first..(first + strip_rows).min(g.oh);
+                        let mut out = vec![f64::NAN; strip.len() * g.ow];
+                        g.im2col_row(&spans, &x, r, strip.clone(), &mut out);
+                        let want = &cols[r * g.l() + strip.start * g.ow..][..out.len()];
+                        assert_eq!(out, want, "{cfg:?} row {r} strip {strip:?}");
+                    }
+                }
+            }
             // im2row: the transpose of cols with the columns in (group, i, j, channel) order.
             let mut xt = vec![0.0; x.len()];
             transpose(&x, g.c, h * w, &mut xt);
@@ -1061,6 +1287,64 @@ mod tests {
             let lhs: f64 = cols.iter().zip(&dc).map(|(a, b)| a * b).sum();
             let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
             assert_eq!(lhs, rhs, "{cfg:?}");
+        }
+    }
+
+    /// Stride-1 products that read shifted planes in place agree with the column matrix: the
+    /// forward pass bit for bit (the same sums in the same order), the input gradient (the
+    /// correlation with the flipped kernel against col2im) to f32 rounding.
+    #[test]
+    fn shifted_planes_agree_with_the_column_matrix() {
+        let cases = [
+            Conv2dConfig::new(3, 4, 3).padding(1),
+            Conv2dConfig::new(2, 3, 3),
+            Conv2dConfig::new(2, 2, 3).dilation(2).padding(2),
+            Conv2dConfig::new(2, 5, 3)
+                .kernel_size_hw((3, 5))
+                .padding_hw((0, 2)),
+            Conv2dConfig::new(1, 2, 2).padding(1), // output larger than the input
+            Conv2dConfig::new(1, 2, 2).padding(2), // padding beyond the kernel: col2im for ∂x
+            Conv2dConfig::new(3, 2, 5).padding(1),
+        ];
+        for cfg in cases {
+            let (h, w) = (7, 6);
+            let (oh, ow) = cfg.output_size(h, w).unwrap();
+            let g = Geom::new(&cfg, &[1, cfg.in_channels, h, w], oh, ow);
+            let value = |i: usize, m: usize| ((i * 37 + m) % 23) as f32 / 11.0 - 1.0;
+            let x: Vec<f32> = (0..g.c * h * w).map(|i| value(i, 1)).collect();
+            let wt: Vec<f32> = (0..g.oc * g.k()).map(|i| value(i, 5)).collect();
+            let bias: Vec<f32> = (0..g.oc).map(|i| value(i, 9)).collect();
+            let columns = Lowering::Columns(g.col_spans());
+
+            let lowering = g.forward_lowering::<f32>();
+            assert!(matches!(lowering, Lowering::Shifted { .. }), "{cfg:?}");
+            let mut want = vec![f32::NAN; g.oc * g.l()];
+            g.forward_image(&columns, &wt, Some(&bias), &x, &mut want);
+            let mut got = vec![f32::NAN; g.oc * g.l()];
+            g.forward_image(&lowering, &wt, Some(&bias), &x, &mut got);
+            assert_eq!(got, want, "{cfg:?}");
+
+            let dy: Vec<f32> = (0..g.oc * g.l()).map(|i| value(i, 3)).collect();
+            let lowering = g.input_grad_lowering(&wt);
+            let shifted = matches!(lowering, Lowering::Shifted { .. });
+            let within = (0..2).all(|d| {
+                let (k, p, dil) = [
+                    (cfg.kernel_size.0, cfg.padding.0, cfg.dilation.0),
+                    (cfg.kernel_size.1, cfg.padding.1, cfg.dilation.1),
+                ][d];
+                p <= dil * (k - 1)
+            });
+            assert_eq!(shifted, within, "{cfg:?}");
+            let mut want = vec![f32::NAN; g.c * h * w];
+            g.input_grad_image(&columns, &wt, &dy, &mut want);
+            let mut got = vec![f32::NAN; g.c * h * w];
+            g.input_grad_image(&lowering, &wt, &dy, &mut got);
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                    "{cfg:?}: {a} vs {b}"
+                );
+            }
         }
     }
 
