@@ -276,6 +276,64 @@ pub fn gemm_offset_rows<F: Scalar>(
 /// Values that [`gemm_offset_rows`] may read past the end of a row of `B`.
 pub const ROW_SLACK: usize = packed::NR;
 
+/// `C ← A·B + β·C` on the calling thread, with `B: (k, n)` read in place in blocks of
+/// [`COLUMN_BLOCK`] columns: block `h` of row `p` (columns `16·h .. 16·h + 16`) is the 16 values
+/// of `base` from `p·stride + blocks[h]`, and `blocks` has one entry per block, `⌈n/16⌉` (`n`
+/// a multiple of 16). For the transposed column matrix of a convolution, read from the image
+/// stored channels last: a block is 16 channels of one kernel tap. Same bits as [`gemm`] on the
+/// stored `B`.
+///
+/// # Panics
+/// If `A` is not `(m, k)`, `C` not `(m, n)`, `n` is not a multiple of 16, `blocks` does not have
+/// `n/16` entries, or a block of a row runs past the end of `base`.
+pub fn gemm_column_blocks<F: Scalar>(
+    a: ArrayView2<'_, F>,
+    (base, stride): (&[F], usize),
+    blocks: &[usize],
+    n: usize,
+    beta: F,
+    c: ArrayViewMut2<'_, F>,
+) {
+    let k = a.ncols();
+    assert!(
+        c.dim() == (a.nrows(), n)
+            && n.is_multiple_of(COLUMN_BLOCK)
+            && blocks.len() == n / COLUMN_BLOCK,
+        "gemm_column_blocks: A {:?} · B {:?} in {} blocks does not fit C {:?}",
+        a.dim(),
+        (k, n),
+        blocks.len(),
+        c.dim()
+    );
+    let last_row = k.saturating_sub(1) * stride;
+    assert!(
+        k == 0
+            || blocks
+                .iter()
+                .all(|&b| last_row + b + COLUMN_BLOCK <= base.len()),
+        "gemm_column_blocks: a block of B runs past the end of its {} values",
+        base.len()
+    );
+    if takes_packed_kernel(&a) {
+        // Whole panels: a last odd block is paired with the first, whose sums are not stored.
+        let mut paired = blocks.to_vec();
+        if paired.len() % 2 == 1 {
+            paired.push(blocks[0]);
+        }
+        packed::gemm_column_blocks_f32(a, (base, stride), &paired, n, beta, c);
+        return;
+    }
+    gemm_rows(a, (k, n), beta, c, |p, out| {
+        for (block, &offset) in out.chunks_exact_mut(COLUMN_BLOCK).zip(blocks) {
+            let start = p * stride + offset;
+            block.copy_from_slice(&base[start..start + COLUMN_BLOCK]);
+        }
+    });
+}
+
+/// Columns per block of [`gemm_column_blocks`]: half a panel of the AVX-512 kernel.
+pub const COLUMN_BLOCK: usize = packed::NR / 2;
+
 /// `A·B` as a new matrix.
 pub fn matmul<F: Scalar>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Array2<F> {
     let mut c = Array2::zeros((a.nrows(), b.ncols()));
@@ -407,6 +465,33 @@ mod tests {
                     gemm_offset_rows(a.view(), &base, &offsets, n, beta, in_place.view_mut());
                     assert_eq!(in_place, want, "in place {m}x{k}x{n}");
                 }
+            }
+            // Column blocks: block h of row p at base[p·stride + blocks[h]], blocks overlapping
+            // and out of order; an odd number of blocks (half a panel left over).
+            for (m, n, stride) in [(11, 48, 5), (3, 32, 16), (9, 16, 1)] {
+                let k = 300;
+                let blocks: Vec<usize> = (0..n / 16).map(|h| (h * 7 + 3) % 20).collect();
+                let base: Vec<F> = (0..(k - 1) * stride + 20 + 16)
+                    .map(|i| F::of(((i * 29) % 83) as f64 / 41.0 - 1.0))
+                    .collect();
+                let b = Array2::from_shape_fn((k, n), |(p, j)| {
+                    base[p * stride + blocks[j / 16] + j % 16]
+                });
+                let a = Array2::from_shape_fn((m, k), |(i, p)| {
+                    F::of(((i * 13 + p * 7) % 61) as f64 / 30.0 - 1.0)
+                });
+                let mut want = Array2::from_elem((m, n), F::of(2.0));
+                gemm(F::one(), a.view(), b.view(), F::one(), want.view_mut());
+                let mut got = Array2::from_elem((m, n), F::of(2.0));
+                gemm_column_blocks(
+                    a.view(),
+                    (&base, stride),
+                    &blocks,
+                    n,
+                    F::one(),
+                    got.view_mut(),
+                );
+                assert_eq!(got, want, "column blocks {m}x{k}x{n}");
             }
         }
         check::<f32>();

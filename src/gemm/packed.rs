@@ -147,12 +147,25 @@ fn zero_panel_tail(k: usize, n: usize, out: &mut [f32]) {
 /// Row `p` of `B` (`src`, its `n` values; `F` is f32) into the panels of a `k`-row `B`: `NR`
 /// values to row `p` of each panel.
 fn put_row<F: Scalar>(src: &[F], p: usize, k: usize, out: &mut [f32]) {
-    for (q, chunk) in src.chunks(NR).enumerate() {
-        let dst = &mut out[(q * k + p) * NR..(q * k + p) * NR + chunk.len()];
-        for (d, &v) in dst.iter_mut().zip(chunk) {
-            *d = v.f64() as f32; // F is f32: a plain copy
-        }
+    let src = as_f32(src);
+    let whole = src.len() / NR * NR;
+    for (q, chunk) in src[..whole].chunks_exact(NR).enumerate() {
+        // A fixed-size copy: inlined as a few vector moves, not a call per panel.
+        let dst: &mut [f32; NR] = (&mut out[(q * k + p) * NR..][..NR]).try_into().expect("NR");
+        *dst = chunk.try_into().expect("NR values");
     }
+    let rest = &src[whole..];
+    if !rest.is_empty() {
+        let q = whole / NR;
+        out[(q * k + p) * NR..][..rest.len()].copy_from_slice(rest);
+    }
+}
+
+/// `v` as f32 values: `F` is f32 wherever panels are packed.
+fn as_f32<F: Scalar>(v: &[F]) -> &[f32] {
+    assert_eq!(F::BYTES, 4, "panels are packed for f32 only");
+    // SAFETY: F is a float type of 4 bytes, i.e. f32: same size, alignment and bit validity.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) }
 }
 
 /// `C ← A·B + β·C` for f32 on a CPU with AVX-512 (the caller checks both): `B` packed into
@@ -314,11 +327,12 @@ fn with_contiguous_rows<F: Scalar, B: PanelRows>(
     }
 }
 
-/// Where the kernel finds row `p` of panel `q` of `B`: `NR` consecutive f32 values.
+/// Where the kernel finds row `p` of panel `q` of `B`: two runs of 16 consecutive f32 values,
+/// the panel's first and second half.
 trait PanelRows: Copy {
     /// # Safety
     /// `q` and `p` within the operand the value was made for.
-    unsafe fn at(self, q: usize, p: usize) -> *const f32;
+    unsafe fn at(self, q: usize, p: usize) -> (*const f32, *const f32);
 }
 
 /// Packed panels: panel `q` is `k × NR` contiguous values.
@@ -330,9 +344,12 @@ struct Packed {
 
 impl PanelRows for Packed {
     #[inline(always)]
-    unsafe fn at(self, q: usize, p: usize) -> *const f32 {
+    unsafe fn at(self, q: usize, p: usize) -> (*const f32, *const f32) {
         // SAFETY: the caller keeps q and p within the packed panels.
-        unsafe { self.ptr.add((q * self.k + p) * NR) }
+        unsafe {
+            let row = self.ptr.add((q * self.k + p) * NR);
+            (row, row.add(NR / 2))
+        }
     }
 }
 
@@ -345,10 +362,64 @@ struct InPlace {
 
 impl PanelRows for InPlace {
     #[inline(always)]
-    unsafe fn at(self, q: usize, p: usize) -> *const f32 {
+    unsafe fn at(self, q: usize, p: usize) -> (*const f32, *const f32) {
         // SAFETY: the caller keeps p below the number of offsets and q within the row's panels.
-        unsafe { self.base.add(*self.offsets.add(p) + q * NR) }
+        unsafe {
+            let row = self.base.add(*self.offsets.add(p) + q * NR);
+            (row, row.add(NR / 2))
+        }
     }
+}
+
+/// Columns of `B` read in place in blocks of 16: block `h` of row `p` starts at
+/// `base + p·stride + blocks[h]`.
+#[derive(Clone, Copy)]
+struct ColumnBlocks {
+    base: *const f32,
+    stride: usize,
+    blocks: *const usize,
+}
+
+impl PanelRows for ColumnBlocks {
+    #[inline(always)]
+    unsafe fn at(self, q: usize, p: usize) -> (*const f32, *const f32) {
+        // SAFETY: the caller keeps p within B's rows and q within its panels (two blocks each).
+        unsafe {
+            let row = self.base.add(p * self.stride);
+            (
+                row.add(*self.blocks.add(2 * q)),
+                row.add(*self.blocks.add(2 * q + 1)),
+            )
+        }
+    }
+}
+
+/// `C ← A·B + β·C` for f32 on a CPU with AVX-512 (the caller checks both), where `B: (k, n)`
+/// is read in place in column blocks of 16: block `h` (columns `16·h ..`) of row `p` is the 16
+/// values of `base` from `p·stride + blocks[h]`. The caller gives `2·⌈n/NR⌉` blocks (those past
+/// `n` may point anywhere inside `base`: they reach no entry of `C`) and checks that every block
+/// of every row lies inside `base`.
+pub(super) fn gemm_column_blocks_f32<F: Scalar>(
+    a: ArrayView2<'_, F>,
+    (base, stride): (&[F], usize),
+    blocks: &[usize],
+    n: usize,
+    beta: F,
+    mut c: ArrayViewMut2<'_, F>,
+) {
+    let k = a.ncols();
+    debug_assert!(blocks.len() >= 2 * n.div_ceil(NR));
+    let overwrite = prepare_c(beta, k, &mut c);
+    if a.nrows() == 0 || n == 0 || k == 0 {
+        return;
+    }
+    // SAFETY: F is f32, and every block of every row lies inside `base` (checked by the caller).
+    let rhs = ColumnBlocks {
+        base: base.as_ptr() as *const f32,
+        stride,
+        blocks: blocks.as_ptr(),
+    };
+    with_contiguous_rows(a, c, overwrite, rhs);
 }
 
 /// Whether this CPU runs the AVX-512 kernel: detected once. Setting `SKIPGATE_NO_AVX512` in
@@ -451,9 +522,9 @@ unsafe fn block<const R: usize, B: PanelRows>(
     // of panel q of B, and R rows of C with `cols` values.
     unsafe {
         for p in ks {
-            let b = rhs.at(q, p);
-            let b_lo = _mm512_loadu_ps(b);
-            let b_hi = _mm512_loadu_ps(b.add(16));
+            let (lo_half, hi_half) = rhs.at(q, p);
+            let b_lo = _mm512_loadu_ps(lo_half);
+            let b_hi = _mm512_loadu_ps(hi_half);
             for r in 0..R {
                 let a_rp = _mm512_set1_ps(*a.add(r * lda + p));
                 lo[r] = _mm512_fmadd_ps(a_rp, b_lo, lo[r]);

@@ -62,7 +62,7 @@ use rayon::prelude::*;
 
 use super::scratch::{self, Scratch};
 use crate::error::{Error, Result, fmt_shape};
-use crate::gemm::{ROW_SLACK, gemm, gemm_offset_rows, gemm_rows};
+use crate::gemm::{COLUMN_BLOCK, ROW_SLACK, gemm, gemm_column_blocks, gemm_offset_rows, gemm_rows};
 use crate::init;
 use crate::module::{Module, ParamVisitor};
 use crate::{Mode, Param, Rng, Scalar};
@@ -275,7 +275,7 @@ pub struct Conv2d<F: Scalar> {
     /// `b: (C_out)`, if the layer has a bias.
     pub bias: Option<Param<F, Ix1>>,
     /// The input of the last train-mode forward, channels last (what the weight gradient
-    /// reads): `x.shape()` and `xt: (N, H·W, C_in)`.
+    /// reads): `x.shape()` and `xt`, per image the layout of [`Geom::keep_input`].
     x: Option<([usize; 4], Vec<F>)>,
     /// The `xt` buffer released by the last backward pass, reused by the next train-mode
     /// forward (its contents are stale; dropped by an eval-mode forward).
@@ -430,20 +430,20 @@ impl<F: Scalar> Conv2d<F> {
         // any, then a GEMM with β = 1; otherwise a GEMM with β = 0, which does not read it).
         let y_shape = (g.n, g.oc, g.oh, g.ow);
         let mut y = scratch::array(y_shape); // (N, C_out, OH, OW)
-        let x_len = g.c * g.h * g.w;
-        // The cache for backward, written by the same parallel loop. // (N, H·W, C_in)
+        let (x_len, kept_len) = (g.c * g.h * g.w, g.kept_len());
+        // The cache for backward, written by the same parallel loop.
         let mut xt = std::mem::take(&mut self.spare);
-        xt.resize(if mode.is_train() { xs.len() } else { 0 }, F::zero());
+        xt.resize(if mode.is_train() { g.n * kept_len } else { 0 }, F::zero());
         if g.n > 0 {
             let lowering = g.forward_lowering();
             let bias = bias.as_deref();
             let ys = y.as_slice_mut().expect("fresh array");
             let ys = ys.par_chunks_mut(g.oc * g.l()).zip(xs.par_chunks(x_len));
             if mode.is_train() {
-                ys.zip(xt.par_chunks_mut(x_len))
+                ys.zip(xt.par_chunks_mut(kept_len))
                     .for_each(|((y_n, x_n), xt_n)| {
                         g.forward_image(&lowering, ws, bias, x_n, y_n);
-                        transpose(x_n, g.c, g.h * g.w, xt_n);
+                        g.keep_input(x_n, xt_n);
                     });
             } else {
                 ys.for_each(|(y_n, x_n)| g.forward_image(&lowering, ws, bias, x_n, y_n));
@@ -477,13 +477,13 @@ impl<F: Scalar> Conv2d<F> {
                 dy.shape(),
             ));
         }
-        let (_, xt) = self.x.take().expect("checked above"); // (N, H·W, C_in)
+        let (_, xt) = self.x.take().expect("checked above"); // see Geom::keep_input
         let result = self.backward_with(&g, &xt, dy);
         self.spare = xt;
         result
     }
 
-    /// [`Conv2d::backward`] for checked `dy` and the kept input `xt: (N, H·W, C_in)`.
+    /// [`Conv2d::backward`] for checked `dy` and the kept input `xt` ([`Geom::keep_input`]).
     fn backward_with(&mut self, g: &Geom, xt: &[F], dy: ArrayView4<'_, F>) -> Result<Array4<F>> {
         let dy = dy.as_standard_layout(); // (N, C_out, OH, OW)
         let dys = dy.as_slice().expect("standard layout");
@@ -494,7 +494,6 @@ impl<F: Scalar> Conv2d<F> {
         if g.n == 0 {
             return Ok(dx);
         }
-        let buf = if g.pointwise() { 0 } else { g.k() * g.l() };
         let (x_len, y_len) = (g.c * g.h * g.w, g.oc * g.l());
 
         // ∂x: image by image, in parallel.
@@ -508,24 +507,22 @@ impl<F: Scalar> Conv2d<F> {
         // ∂W, ∂b: a fixed number of contiguous chunks of the batch, each with its own partial
         // sums; the partials come back in chunk order and are added in that order.
         let chunk = g.n.div_ceil(wgrad_chunks(g.n, ws.len()));
+        let blocks = g.tap_blocks();
         let with_bias = self.bias.is_some();
         let partials: Vec<(Vec<F>, Vec<F>)> = xt
-            .par_chunks(chunk * x_len)
+            .par_chunks(chunk * g.kept_len())
             .zip(dys.par_chunks(chunk * y_len))
-            .map_init(
-                || Scratch::take(buf), // rows: (OH·OW, C_in·kh·kw)
-                |rows, (xt_c, dy_c)| {
-                    let mut dw = vec![F::zero(); ws.len()]; // (C_out, kh·kw·C_in/G), see weight_grad_image
-                    let mut db = vec![F::zero(); if with_bias { g.oc } else { 0 }]; // (C_out)
-                    for (xt_n, dy_n) in xt_c.chunks(x_len).zip(dy_c.chunks(y_len)) {
-                        g.weight_grad_image(xt_n, dy_n, rows, &mut dw);
-                        for (db_o, dy_o) in db.iter_mut().zip(dy_n.chunks(g.l())) {
-                            *db_o += dy_o.iter().fold(F::zero(), |s, &v| s + v);
-                        }
+            .map(|(xt_c, dy_c)| {
+                let mut dw = vec![F::zero(); ws.len()]; // (C_out, kh·kw·C_in/G), see weight_grad_image
+                let mut db = vec![F::zero(); if with_bias { g.oc } else { 0 }]; // (C_out)
+                for (xt_n, dy_n) in xt_c.chunks(g.kept_len()).zip(dy_c.chunks(y_len)) {
+                    g.weight_grad_image(blocks.as_deref(), xt_n, dy_n, &mut dw);
+                    for (db_o, dy_o) in db.iter_mut().zip(dy_n.chunks(g.l())) {
+                        *db_o += dy_o.iter().fold(F::zero(), |s, &v| s + v);
                     }
-                    (dw, db)
-                },
-            )
+                }
+                (dw, db)
+            })
             .collect();
         let mut partials = partials.into_iter();
         let (mut dw, mut db) = partials.next().expect("n > 0 gives one chunk or more");
@@ -988,76 +985,157 @@ impl Geom {
         }
     }
 
-    /// `rows ← im2row(xt)`, the transposed column matrix with its columns in channels-last order:
-    /// `xt: (H·W, C)` (the image, channels last), `rows: (OH·OW, G·kh·kw·C/G)`,
+    /// One row of *im2row*, the transposed column matrix with its columns in channels-last
+    /// order, for output pixel `p = oh·OW + ow` and group `grp`: `xt: (H·W, C)` (the image,
+    /// channels last), `out: (kh·kw·C/G)`, every entry written,
     ///
     /// ```text
-    /// rows[oh·OW + ow, ((g·kh + i)·kw + j)·C/G + c] = x[g·C/G + c, oh·sh + i·dh − ph, ow·sw + j·dw − pw]
+    /// out[(i·kw + j)·C/G + c] = x[grp·C/G + c, oh·sh + i·dh − ph, ow·sw + j·dw − pw]   (0 outside x)
     /// ```
     ///
-    /// (0 outside `x`), every entry written. With channels last, the values of one kernel tap are
-    /// contiguous in both `xt` and `rows` (and with one group and dilation 1 a whole kernel row
-    /// is), so the gather is a few block copies per output pixel. The weight gradient multiplies
-    /// by this layout because the GEMM packs a row-major right operand much faster than a
-    /// transposed view of `cols`.
-    fn im2row<F: Scalar>(&self, xt: &[F], rows: &mut [F]) {
+    /// With channels last, the values of one kernel tap are contiguous in both `xt` and `out`
+    /// (and with one group and dilation 1 a whole kernel row is), so the gather is a few block
+    /// copies. The weight gradient multiplies by this layout because the GEMM packs row-major
+    /// rows much faster than the columns of `cols`.
+    fn im2row_row<F: Scalar>(&self, xt: &[F], p: usize, grp: usize, out: &mut [F]) {
         let (c, kw, dw) = (self.c, self.kw, self.dw);
         let cg = c / self.groups;
-        let whole_rows = self.groups == 1 && dw == 1; // kernel row = kw·C contiguous values
-        let mut out = rows.chunks_exact_mut(self.k());
-        for oh in 0..self.oh {
-            for ow in 0..self.ow {
-                let row = out.next().expect("OH·OW rows"); // (G·kh·kw·C/G)
-                let iw0 = (ow * self.sw) as isize - self.pw as isize; // input column of j = 0
-                let inside = iw0 >= 0 && iw0 as usize + (kw - 1) * dw < self.w;
-                for (gi, block) in row.chunks_exact_mut(kw * cg).enumerate() {
-                    let (grp, i) = (gi / self.kh, gi % self.kh); // block: (kw, C/G)
-                    let Some(ih) = self.in_row(oh, i) else {
-                        block.fill(F::zero());
-                        continue;
-                    };
-                    let line = &xt[ih * self.w * c..(ih + 1) * self.w * c]; // (W, C)
-                    if whole_rows && inside {
-                        let start = iw0 as usize * c;
-                        copy(block, &line[start..start + kw * c]);
-                        continue;
-                    }
-                    for (j, seg) in block.chunks_exact_mut(cg).enumerate() {
-                        let iw = iw0 + (j * dw) as isize;
-                        if iw >= 0 && (iw as usize) < self.w {
-                            let start = iw as usize * c + grp * cg;
-                            copy(seg, &line[start..start + cg]);
-                        } else {
-                            seg.fill(F::zero());
-                        }
-                    }
+        let (oh, ow) = (p / self.ow, p % self.ow);
+        let iw0 = (ow * self.sw) as isize - self.pw as isize; // input column of j = 0
+        let inside = iw0 >= 0 && iw0 as usize + (kw - 1) * dw < self.w;
+        let whole_rows = self.groups == 1 && dw == 1 && inside; // kernel row = kw·C values
+        for (i, block) in out.chunks_exact_mut(kw * cg).enumerate() {
+            let Some(ih) = self.in_row(oh, i) else {
+                block.fill(F::zero());
+                continue;
+            };
+            let line = &xt[ih * self.w * c..(ih + 1) * self.w * c]; // (W, C)
+            if whole_rows {
+                let start = iw0 as usize * c;
+                copy(block, &line[start..start + kw * c]);
+                continue;
+            }
+            for (j, seg) in block.chunks_exact_mut(cg).enumerate() {
+                let iw = iw0 + (j * dw) as isize;
+                if iw >= 0 && (iw as usize) < self.w {
+                    let start = iw as usize * c + grp * cg;
+                    copy(seg, &line[start..start + cg]);
+                } else {
+                    seg.fill(F::zero());
                 }
             }
         }
     }
 
-    /// `dw += dy_n · cols_nᵀ` for one image, with the columns of `dw` in the channels-last order
-    /// of [`Geom::im2row`]: per group `dW_g (OC/G, kh·kw·C/G) += dy_g (OC/G, L) · rows_g (L, Kg)`,
-    /// `rows_g` the columns of group `g`. `xt_n: (H·W, C)` (the image, channels last),
-    /// `dy_n: (OC, L)`, scratch `rows: (L, C·kh·kw)` (unused for a pointwise layer, whose `rows`
-    /// is `xt_n`), `dw: (OC, kh·kw·C/G)`.
-    fn weight_grad_image<F: Scalar>(&self, xt_n: &[F], dy_n: &[F], rows: &mut [F], dw: &mut [F]) {
-        let (l, k, kg, ocg) = (self.l(), self.k(), self.kg(), self.ocg());
-        let rows: &[F] = if self.pointwise() {
-            xt_n
+    /// Whether the weight gradient reads the kept image in place ([`Geom::tap_blocks`]): stride
+    /// 1, one group, a multiple of 16 input channels, a kernel larger than 1×1.
+    fn wgrad_in_place(&self) -> bool {
+        self.groups == 1
+            && self.sh == 1
+            && self.sw == 1
+            && self.c.is_multiple_of(COLUMN_BLOCK)
+            && !self.pointwise()
+    }
+
+    /// Values kept per image for the weight gradient (see [`Geom::keep_input`]).
+    fn kept_len(&self) -> usize {
+        if self.wgrad_in_place() {
+            let (hp, wp) = (self.h + 2 * self.ph, self.w + 2 * self.pw);
+            (hp * wp + (self.kw - 1) * self.dw) * self.c
         } else {
-            self.im2row(xt_n, rows);
-            rows
-        };
-        let rows = mat(rows, l, k); // (L, G·kh·kw·C/G)
-        for grp in 0..self.groups {
-            gemm(
+            self.c * self.h * self.w
+        }
+    }
+
+    /// Keeps `x_n: (C, H, W)` for the weight gradient as `kept: (H·W, C)`, channels last, or
+    /// with [`Geom::wgrad_in_place`] zero-padded as well, `(H + 2·ph, W + 2·pw, C)`, followed by
+    /// `(kw − 1)·dw` pixels of zeros that the padded-width product reads past the last row.
+    fn keep_input<F: Scalar>(&self, x_n: &[F], kept: &mut [F]) {
+        let (c, h, w) = (self.c, self.h, self.w);
+        if !self.wgrad_in_place() {
+            return transpose(x_n, c, h * w, kept);
+        }
+        let wp = w + 2 * self.pw;
+        kept.fill(F::zero());
+        for (ci, plane) in x_n.chunks_exact(h * w).enumerate() {
+            for (r, row) in plane.chunks_exact(w).enumerate() {
+                let start = ((r + self.ph) * wp + self.pw) * c + ci;
+                for (&v, dst) in row.iter().zip(kept[start..].iter_mut().step_by(c)) {
+                    *dst = v;
+                }
+            }
+        }
+    }
+
+    /// With [`Geom::wgrad_in_place`], where the transposed column matrix finds its columns in
+    /// the kept image: on the padded grid (output pixel `p = oh·Wp + ow`, `Wp = W + 2·pw`), the
+    /// entry of `colsᵀ` for pixel `p`, tap `(i, j)` and channel `c` is `kept[(p + i·dh·Wp +
+    /// j·dw)·C + c]`, so its columns in `(i, j, c)` order come in blocks of 16 channels of one
+    /// tap, each contiguous, at the offsets returned here (for [`gemm_column_blocks`]).
+    fn tap_blocks(&self) -> Option<Vec<usize>> {
+        if !self.wgrad_in_place() {
+            return None;
+        }
+        let (c, wp) = (self.c, self.w + 2 * self.pw);
+        let blocks = (0..self.k() / COLUMN_BLOCK).map(|b| {
+            let (tap, c0) = (b * COLUMN_BLOCK / c, b * COLUMN_BLOCK % c);
+            let (i, j) = (tap / self.kw, tap % self.kw);
+            (i * self.dh * wp + j * self.dw) * c + c0
+        });
+        Some(blocks.collect())
+    }
+
+    /// `dw += dy_n · cols_nᵀ` for one image, with the columns of `dw` in the channels-last order
+    /// of [`Geom::im2row_row`]: per group `dW_g (OC/G, kh·kw·C/G) += dy_g (OC/G, L) · rows_g (L,
+    /// Kg)`. `kept_n`: the image as [`Geom::keep_input`] keeps it, `dy_n: (OC, L)`,
+    /// `dw: (OC, kh·kw·C/G)`.
+    ///
+    /// With `blocks` ([`Geom::tap_blocks`]), `rows` is read in place from the kept image and the
+    /// product runs on the padded grid, `dy_n` widened with zeros in the `Wp − OW` columns past
+    /// each output row (those pixels add exact zeros); otherwise the rows are gathered straight
+    /// into the GEMM's packed panels ([`gemm_rows`]), or for a pointwise layer are `kept_n`
+    /// itself.
+    fn weight_grad_image<F: Scalar>(
+        &self,
+        blocks: Option<&[usize]>,
+        kept_n: &[F],
+        dy_n: &[F],
+        dw: &mut [F],
+    ) {
+        let (l, kg, ocg) = (self.l(), self.kg(), self.ocg());
+        if let Some(blocks) = blocks {
+            let (ow, wp) = (self.ow, self.w + 2 * self.pw);
+            let mut wide = Scratch::take(self.oc * self.oh * wp); // (OC, OH·Wp)
+            for (wide_o, dy_o) in wide
+                .chunks_exact_mut(self.oh * wp)
+                .zip(dy_n.chunks_exact(l))
+            {
+                for (dst, src) in wide_o.chunks_exact_mut(wp).zip(dy_o.chunks_exact(ow)) {
+                    copy(&mut dst[..ow], src);
+                    dst[ow..].fill(F::zero());
+                }
+            }
+            return gemm_column_blocks(
+                mat(&wide, self.oc, self.oh * wp),
+                (kept_n, self.c),
+                blocks,
+                kg,
                 F::one(),
-                mat(&dy_n[grp * ocg * l..], ocg, l),
-                rows.slice(ndarray::s![.., grp * kg..(grp + 1) * kg]),
-                F::one(),
-                mat_mut(&mut dw[grp * ocg * kg..], ocg, kg),
+                mat_mut(dw, self.oc, kg),
             );
+        }
+        for grp in 0..self.groups {
+            let dy_g = mat(&dy_n[grp * ocg * l..], ocg, l);
+            let dw_g = mat_mut(&mut dw[grp * ocg * kg..], ocg, kg);
+            if self.pointwise() {
+                let xt_g =
+                    mat(kept_n, l, self.c).slice_move(ndarray::s![.., grp * kg..(grp + 1) * kg]);
+                gemm(F::one(), dy_g, xt_g, F::one(), dw_g);
+            } else {
+                gemm_rows(dy_g, (l, kg), F::one(), dw_g, |p, out| {
+                    self.im2row_row(kept_n, p, grp, out)
+                });
+            }
         }
     }
 }
@@ -1238,6 +1316,8 @@ mod tests {
                 .kernel_size_hw((3, 5))
                 .padding_hw((0, 2)),
             Conv2dConfig::new(1, 1, 9).padding(4), // the outer taps miss the input entirely
+            Conv2dConfig::new(4, 2, 3).groups(2).padding(1),
+            Conv2dConfig::new(4, 4, 3).groups(4).dilation(2).padding(1),
         ];
         for cfg in cases {
             let (h, w) = (5, 4);
@@ -1261,23 +1341,20 @@ mod tests {
             // im2row: the transpose of cols with the columns in (group, i, j, channel) order.
             let mut xt = vec![0.0; x.len()];
             transpose(&x, g.c, h * w, &mut xt);
-            let mut rows = vec![f64::NAN; g.k() * g.l()];
-            g.im2row(&xt, &mut rows);
             let cg = g.c / g.groups;
-            for (r, row) in rows.chunks(g.k()).enumerate() {
-                for (q, v) in row.iter().enumerate() {
-                    let (grp, i, j, cl) = (
-                        q / (g.kh * g.kw * cg),
-                        q / (g.kw * cg) % g.kh,
-                        q / cg % g.kw,
-                        q % cg,
-                    );
-                    let cr = ((grp * cg + cl) * g.kh + i) * g.kw + j;
-                    assert_eq!(
-                        *v,
-                        cols[cr * g.l() + r],
-                        "{cfg:?}: im2row = im2colᵀ, permuted"
-                    );
+            for r in 0..g.l() {
+                for grp in 0..g.groups {
+                    let mut row = vec![f64::NAN; g.kg()];
+                    g.im2row_row(&xt, r, grp, &mut row);
+                    for (q, v) in row.iter().enumerate() {
+                        let (i, j, cl) = (q / (g.kw * cg), q / cg % g.kw, q % cg);
+                        let cr = ((grp * cg + cl) * g.kh + i) * g.kw + j;
+                        assert_eq!(
+                            *v,
+                            cols[cr * g.l() + r],
+                            "{cfg:?}: im2row = im2colᵀ, permuted"
+                        );
+                    }
                 }
             }
             // ⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩ for c = e_r: col2im(e_r) puts a 1 where im2col read.
@@ -1345,6 +1422,38 @@ mod tests {
                     "{cfg:?}: {a} vs {b}"
                 );
             }
+        }
+    }
+
+    /// The weight gradient read in place from the padded channels-last image (16 and 32
+    /// channels: blocks of one tap each, and two blocks per tap) gives the sums of the gathered
+    /// rows: the same terms in the same order, plus exact zeros from the padded grid.
+    #[test]
+    fn weight_gradient_read_in_place_agrees_with_gathered_rows() {
+        let cases = [
+            Conv2dConfig::new(16, 3, 3).padding(1),
+            Conv2dConfig::new(32, 2, 3).dilation(2).padding(1),
+            Conv2dConfig::new(16, 2, 3)
+                .kernel_size_hw((3, 2))
+                .padding_hw((0, 1)),
+        ];
+        for cfg in cases {
+            let (h, w) = (6, 5);
+            let (oh, ow) = cfg.output_size(h, w).unwrap();
+            let g = Geom::new(&cfg, &[1, cfg.in_channels, h, w], oh, ow);
+            assert!(g.wgrad_in_place(), "{cfg:?}");
+            let value = |i: usize, m: usize| ((i * 37 + m) % 23) as f32 / 11.0 - 1.0;
+            let x: Vec<f32> = (0..g.c * h * w).map(|i| value(i, 1)).collect();
+            let dy: Vec<f32> = (0..g.oc * g.l()).map(|i| value(i, 3)).collect();
+            let mut kept = vec![f32::NAN; g.kept_len()];
+            g.keep_input(&x, &mut kept);
+            let mut got = vec![0.5f32; g.oc * g.k()];
+            g.weight_grad_image(g.tap_blocks().as_deref(), &kept, &dy, &mut got);
+            let mut xt = vec![0.0; x.len()];
+            transpose(&x, g.c, h * w, &mut xt);
+            let mut want = vec![0.5f32; g.oc * g.k()];
+            g.weight_grad_image(None, &xt, &dy, &mut want);
+            assert_eq!(got, want, "{cfg:?}");
         }
     }
 
