@@ -271,7 +271,8 @@ impl<F: Scalar> BatchNorm2d<F> {
         // Stale values from the pool: the pass below writes every element.
         let mut y = scratch::array(x.raw_dim());
         let ys = y.as_slice_mut().expect("standard layout"); // (N, C, H, W)
-        self.forward_into(x.as_slice(), ys, x.dim(), mode, relu);
+        let xs = x.as_slice().expect("standard layout");
+        self.forward_into(xs, ys, x.dim(), mode, relu);
         Ok(y)
     }
 
@@ -313,22 +314,18 @@ impl<F: Scalar> BatchNorm2d<F> {
         mode: Mode,
         relu: bool,
     ) -> Result<()> {
-        self.cache = None;
-        self.check_input(x.shape(), mode)?;
-        if !x.is_standard_layout() {
-            *x = x.as_standard_layout().into_owned();
-        }
-        let dim = x.dim();
-        let xs = x.as_slice_mut().expect("standard layout"); // (N, C, H, W)
-        self.forward_into(None, xs, dim, mode, relu);
+        // Into a pooled buffer that then takes the input's place (reading and writing one
+        // buffer would need a copy of every plane first).
+        let y = self.forward_fused(x.view(), mode, relu)?;
+        scratch::recycle(std::mem::replace(x, y));
         Ok(())
     }
 
     /// The forward pass on checked standard-layout buffers of shape `(N, C, H, W)`: `y ← bn(x)`
-    /// (then ReLU if `relu`), or in place `y ← bn(y)` when `x` is `None`.
+    /// (then ReLU if `relu`).
     fn forward_into(
         &mut self,
-        x: Option<&[F]>,
+        x: &[F],
         y: &mut [F],
         (bn, c, h, w): (usize, usize, usize, usize),
         mode: Mode,
@@ -337,8 +334,7 @@ impl<F: Scalar> BatchNorm2d<F> {
         let (nf, eps, hw) = ((bn * h * w) as f64, self.eps, h * w);
         let parallel = y.len() >= PARALLEL_MIN_LEN;
         let affine: Vec<(f64, f64)> = (0..c).map(|k| (self.gamma(k), self.beta(k))).collect();
-        let x_planes = x.map(|x| channel_planes(x, c, hw));
-        let x_planes = |k: usize| x_planes.as_ref().map(|p| &p[k]);
+        let x_planes = channel_planes(x, c, hw);
 
         if !mode.is_train() {
             self.spare = Vec::new();
@@ -351,13 +347,13 @@ impl<F: Scalar> BatchNorm2d<F> {
             per_channel(channel_planes(y, c, hw), parallel, |k, y_planes| {
                 let (mean, s) = stats[k];
                 let (g, b) = affine[k];
-                for_planes(x_planes(k), y_planes, |x, y| {
+                for (x, y) in x_planes[k].iter().zip(y_planes) {
                     if relu {
                         eval_plane::<F, true>(x, y, mean, s, g, b);
                     } else {
                         eval_plane::<F, false>(x, y, mean, s, g, b);
                     }
-                });
+                }
             });
             return;
         }
@@ -371,32 +367,28 @@ impl<F: Scalar> BatchNorm2d<F> {
         // Per channel: (μ, Σ(x − μ)², s), writing x̂ and y = γ·x̂ + β.
         let stats = per_channel(items, parallel, |k, (y_planes, xh_planes)| {
             let (mean, sq) = {
-                let inputs: Vec<&[F]> = match x_planes(k) {
-                    Some(x) => x.clone(),
-                    None => y_planes.iter().map(|p| &**p).collect(),
-                };
+                let inputs = &x_planes[k];
                 let mut acc = Lanes::default();
-                for plane in &inputs {
+                for plane in inputs {
                     acc.add(plane, |v| v);
                 }
                 let mean = acc.total() / nf;
                 let mut acc = Lanes::default();
-                for plane in &inputs {
+                for plane in inputs {
                     acc.add(plane, |v| (v - mean) * (v - mean));
                 }
                 (mean, acc.total())
             };
             let s = 1.0 / (sq / nf + eps).sqrt();
             let (g, b) = affine[k];
-            let mut xh_planes = xh_planes.into_iter();
-            for_planes(x_planes(k), y_planes, |x, y| {
-                let xh = xh_planes.next().expect("one x̂ plane per plane");
+            let planes = x_planes[k].iter().zip(xh_planes).zip(y_planes);
+            for ((x, xh), y) in planes {
                 if relu {
                     train_plane::<F, true>(x, xh, y, mean, s, g, b);
                 } else {
                     train_plane::<F, false>(x, xh, y, mean, s, g, b);
                 }
-            });
+            }
             (mean, sq, s)
         });
 
@@ -450,7 +442,8 @@ impl<F: Scalar> BatchNorm2d<F> {
         let dy = dy.as_standard_layout(); // (N, C, H, W)
         // Stale values from the pool: the pass below writes every element.
         let mut dx = scratch::array(dy.raw_dim());
-        self.backward_into(dy.as_slice(), dx.as_slice_mut().expect("standard layout"));
+        let dys = dy.as_slice().expect("standard layout");
+        self.backward_into(dys, dx.as_slice_mut().expect("standard layout"));
         Ok(dx)
     }
 
@@ -479,24 +472,20 @@ impl<F: Scalar> BatchNorm2d<F> {
     /// # Errors
     /// Those of [`BatchNorm2d::backward`]; `d` is unchanged then.
     pub(crate) fn backward_in_place(&mut self, d: &mut Array4<F>) -> Result<()> {
-        self.check_grad(d.shape())?;
-        if !d.is_standard_layout() {
-            *d = d.as_standard_layout().into_owned();
-        }
-        self.backward_into(None, d.as_slice_mut().expect("standard layout"));
+        // Into a pooled buffer that then takes the gradient's place (see forward_in_place).
+        let dx = self.backward(d.view())?;
+        scratch::recycle(std::mem::replace(d, dx));
         Ok(())
     }
 
-    /// The backward pass on checked standard-layout buffers of the cached shape:
-    /// `dx ← bn′(dy)`, or in place `dx ← bn′(dx)` when `dy` is `None`.
-    fn backward_into(&mut self, dy: Option<&[F]>, dx: &mut [F]) {
+    /// The backward pass on checked standard-layout buffers of the cached shape: `dx ← bn′(dy)`.
+    fn backward_into(&mut self, dy: &[F], dx: &mut [F]) {
         let cache = self.cache.take().expect("checked by the caller");
         let [bn, c, h, w] = cache.shape;
         let (nf, hw) = ((bn * h * w) as f64, h * w);
         let parallel = dx.len() >= PARALLEL_MIN_LEN;
         let gammas: Vec<f64> = (0..c).map(|k| self.gamma(k)).collect();
-        let dy_planes = dy.map(|dy| channel_planes(dy, c, hw));
-        let dy_planes = |k: usize| dy_planes.as_ref().map(|p| &p[k]);
+        let dy_planes = channel_planes(dy, c, hw);
         let items: Vec<_> = channel_planes(dx, c, hw)
             .into_iter()
             .zip(channel_planes(&cache.x_hat[..], c, hw))
@@ -507,11 +496,7 @@ impl<F: Scalar> BatchNorm2d<F> {
             let (g, b) = relu.map_or((1.0, 0.0), |affine| affine[k]);
             let (mut acc_dy, mut acc_dyxh) = (Lanes::default(), Lanes::default());
             {
-                let inputs: Vec<&[F]> = match dy_planes(k) {
-                    Some(dy) => dy.clone(),
-                    None => dx_planes.iter().map(|p| &**p).collect(),
-                };
-                for (dy, xh) in inputs.iter().zip(&xh_planes) {
+                for (dy, xh) in dy_planes[k].iter().zip(&xh_planes) {
                     if relu.is_some() {
                         grad_sums::<F, true>(&mut acc_dy, &mut acc_dyxh, dy, xh, g, b);
                     } else {
@@ -522,15 +507,13 @@ impl<F: Scalar> BatchNorm2d<F> {
             let (s_dy, s_dyxh) = (acc_dy.total(), acc_dyxh.total());
             let scale = gammas[k] * cache.inv_std[k] / nf;
             let coef = (scale * nf, scale * s_dy, scale * s_dyxh);
-            let mut xh_planes = xh_planes.into_iter();
-            for_planes(dy_planes(k), dx_planes, |dy, dx| {
-                let xh = xh_planes.next().expect("one x̂ plane per plane");
+            for ((dy, xh), dx) in dy_planes[k].iter().zip(xh_planes).zip(dx_planes) {
                 if relu.is_some() {
                     grad_plane::<F, true>(dy, xh, dx, coef, g, b);
                 } else {
                     grad_plane::<F, false>(dy, xh, dx, coef, g, b);
                 }
-            });
+            }
             (s_dy, s_dyxh)
         });
         if let Some(wt) = &mut self.weight {
@@ -544,26 +527,6 @@ impl<F: Scalar> BatchNorm2d<F> {
             }
         }
         self.spare = cache.x_hat;
-    }
-}
-
-/// `f(input, output)` for the planes of one channel, in order: the input planes are `inputs`,
-/// or (in place, `None`) a copy of each output plane made just before `f` overwrites it.
-fn for_planes<F: Scalar>(
-    inputs: Option<&Vec<&[F]>>,
-    outputs: Vec<&mut [F]>,
-    mut f: impl FnMut(&[F], &mut [F]),
-) {
-    let mut copy = Vec::new();
-    for (p, out) in outputs.into_iter().enumerate() {
-        match inputs {
-            Some(inputs) => f(inputs[p], out),
-            None => {
-                copy.clear();
-                copy.extend_from_slice(out);
-                f(&copy, out);
-            }
-        }
     }
 }
 
