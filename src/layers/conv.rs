@@ -1055,13 +1055,20 @@ impl Geom {
         if !self.wgrad_in_place() {
             return transpose(x_n, c, h * w, kept);
         }
-        let wp = w + 2 * self.pw;
-        kept.fill(F::zero());
-        for (ci, plane) in x_n.chunks_exact(h * w).enumerate() {
-            for (r, row) in plane.chunks_exact(w).enumerate() {
-                let start = ((r + self.ph) * wp + self.pw) * c + ci;
-                for (&v, dst) in row.iter().zip(kept[start..].iter_mut().step_by(c)) {
-                    *dst = v;
+        let (ph, pw, wp) = (self.ph, self.pw, w + 2 * self.pw);
+        // Zeros in the padding rows above and below and the pixels past the last row; the
+        // padding columns are written with each row.
+        let (top, rest) = kept.split_at_mut(ph * wp * c);
+        let (rows, bottom) = rest.split_at_mut(h * wp * c);
+        top.fill(F::zero());
+        bottom.fill(F::zero());
+        for (r, row) in rows.chunks_exact_mut(wp * c).enumerate() {
+            row[..pw * c].fill(F::zero());
+            row[(pw + w) * c..].fill(F::zero());
+            // Pixel by pixel, the C channels gathered from their planes.
+            for (col, pixel) in row[pw * c..(pw + w) * c].chunks_exact_mut(c).enumerate() {
+                for (ci, v) in pixel.iter_mut().enumerate() {
+                    *v = x_n[(ci * h + r) * w + col];
                 }
             }
         }
