@@ -334,6 +334,25 @@ pub fn gemm_column_blocks<F: Scalar>(
 /// Columns per block of [`gemm_column_blocks`]: half a panel of the AVX-512 kernel.
 pub const COLUMN_BLOCK: usize = packed::NR / 2;
 
+/// `dst (cols, rows) ← srcᵀ` for a row-major `src: (rows, cols)`, in square tiles that stay in
+/// the L1 cache.
+pub(crate) fn transpose<F: Copy>(src: &[F], rows: usize, cols: usize, dst: &mut [F]) {
+    const T: usize = 16;
+    let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
+    for r0 in (0..rows).step_by(T) {
+        let r1 = (r0 + T).min(rows);
+        for c0 in (0..cols).step_by(T) {
+            let c1 = (c0 + T).min(cols);
+            for r in r0..r1 {
+                let s = &src[r * cols + c0..r * cols + c1];
+                for (c, &v) in (c0..c1).zip(s) {
+                    dst[c * rows + r] = v;
+                }
+            }
+        }
+    }
+}
+
 /// `A·B` as a new matrix.
 pub fn matmul<F: Scalar>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Array2<F> {
     let mut c = Array2::zeros((a.nrows(), b.ncols()));

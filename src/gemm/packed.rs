@@ -294,8 +294,16 @@ fn with_contiguous_rows<F: Scalar, B: PanelRows>(
     rhs: B,
 ) {
     if !rows_contiguous(&a) {
-        let a = a.as_standard_layout().into_owned();
-        return with_contiguous_rows(a.view(), c, overwrite, rhs);
+        // A copy with contiguous rows: by tiles when `a` is a transposed standard matrix (a
+        // weight used transposed), element by element otherwise.
+        let (m, k) = a.dim();
+        let mut copy = scratch::Scratch::<F>::take(m * k);
+        match a.reversed_axes().to_slice() {
+            Some(at) => super::transpose(at, k, m, &mut copy),
+            None => copy.iter_mut().zip(&a).for_each(|(d, &v)| *d = v),
+        }
+        let a = ArrayView2::from_shape((m, k), &copy[..]).expect("m·k values");
+        return with_contiguous_rows(a, c, overwrite, rhs);
     }
     if !rows_contiguous(&c) {
         let mut tmp = c.as_standard_layout().into_owned();
@@ -499,6 +507,13 @@ unsafe fn kernel_avx512<B: PanelRows>(
     }
 }
 
+/// The mask of the first `n` of 16 lanes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn half_mask(n: usize) -> u16 {
+    if n >= 16 { u16::MAX } else { (1 << n) - 1 }
+}
+
 /// `C[0..R, 0..cols] += A[0..R, ks] · B[ks, panel]` (`←` if `store`), `panel = (rhs, q)`:
 /// `R × NR` accumulators in registers.
 #[cfg(target_arch = "x86_64")]
@@ -543,16 +558,15 @@ unsafe fn block<const R: usize, B: PanelRows>(
                     _mm512_add_ps(_mm512_loadu_ps(row.add(16)), hi[r]),
                 );
             } else {
-                let mut sums = [0f32; NR];
-                _mm512_storeu_ps(sums.as_mut_ptr(), lo[r]);
-                _mm512_storeu_ps(sums.as_mut_ptr().add(16), hi[r]);
-                for (j, s) in sums.iter().enumerate().take(cols) {
-                    if store {
-                        *row.add(j) = *s;
-                    } else {
-                        *row.add(j) += *s;
-                    }
+                // A partial last panel: only its first `cols` columns exist in C.
+                let (lo_mask, hi_mask) = (half_mask(cols), half_mask(cols.saturating_sub(16)));
+                let (mut lo_r, mut hi_r) = (lo[r], hi[r]);
+                if !store {
+                    lo_r = _mm512_add_ps(_mm512_maskz_loadu_ps(lo_mask, row), lo_r);
+                    hi_r = _mm512_add_ps(_mm512_maskz_loadu_ps(hi_mask, row.add(16)), hi_r);
                 }
+                _mm512_mask_storeu_ps(row, lo_mask, lo_r);
+                _mm512_mask_storeu_ps(row.add(16), hi_mask, hi_r);
             }
         }
     }

@@ -62,7 +62,9 @@ use rayon::prelude::*;
 
 use super::scratch::{self, Scratch};
 use crate::error::{Error, Result, fmt_shape};
-use crate::gemm::{COLUMN_BLOCK, ROW_SLACK, gemm, gemm_column_blocks, gemm_offset_rows, gemm_rows};
+use crate::gemm::{
+    COLUMN_BLOCK, ROW_SLACK, gemm, gemm_column_blocks, gemm_offset_rows, gemm_rows, transpose,
+};
 use crate::init;
 use crate::module::{Module, ParamVisitor};
 use crate::{Mode, Param, Rng, Scalar};
@@ -586,25 +588,6 @@ fn dims4(s: &[usize]) -> [usize; 4] {
 fn add_into<F: Scalar>(acc: &mut [F], v: &[F]) {
     for (a, b) in acc.iter_mut().zip(v) {
         *a += *b;
-    }
-}
-
-/// `dst (cols, rows) ← srcᵀ` for a row-major `src: (rows, cols)`, in square tiles that stay in
-/// the L1 cache.
-fn transpose<F: Copy>(src: &[F], rows: usize, cols: usize, dst: &mut [F]) {
-    const T: usize = 16;
-    let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
-    for r0 in (0..rows).step_by(T) {
-        let r1 = (r0 + T).min(rows);
-        for c0 in (0..cols).step_by(T) {
-            let c1 = (c0 + T).min(cols);
-            for r in r0..r1 {
-                let s = &src[r * cols + c0..r * cols + c1];
-                for (c, &v) in (c0..c1).zip(s) {
-                    dst[c * rows + r] = v;
-                }
-            }
-        }
     }
 }
 

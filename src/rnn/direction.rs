@@ -403,35 +403,42 @@ impl<F: Scalar> DirectionParams<F> {
             } else {
                 &mut [][..]
             };
-            for i in 0..rows {
-                let row = i * h..(i + 1) * h;
-                if !is_active(lengths, t, blk.b0 + i) {
-                    h_next_s[row.clone()].copy_from_slice(&h_prev[row.clone()]);
-                    if kind.has_cell_state() {
-                        c_next[row.clone()].copy_from_slice(&c_prev[row]);
+            let vanilla = matches!(kind, CellKind::Tanh | CellKind::Relu);
+            if vanilla && (0..rows).all(|i| is_active(lengths, t, blk.b0 + i)) {
+                // One call for the block (G = 1: the gate rows are as wide as the states), not
+                // one per row: for a small H the call would cost more than the arithmetic.
+                math::rnn_forward(kind, gates_t, h_next_s);
+            } else {
+                for i in 0..rows {
+                    let row = i * h..(i + 1) * h;
+                    if !is_active(lengths, t, blk.b0 + i) {
+                        h_next_s[row.clone()].copy_from_slice(&h_prev[row.clone()]);
+                        if kind.has_cell_state() {
+                            c_next[row.clone()].copy_from_slice(&c_prev[row]);
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                let g_row = &mut gates_t[i * gh..(i + 1) * gh];
-                match kind {
-                    CellKind::Tanh | CellKind::Relu => {
-                        math::rnn_forward(kind, g_row, &mut h_next_s[row])
-                    }
-                    CellKind::Lstm => math::lstm_forward(
-                        g_row,
-                        &c_prev[row.clone()],
-                        &mut c_next[row.clone()],
-                        &mut h_next_s[row],
-                    ),
-                    CellKind::Gru => {
-                        let r_row = &rec[i * gh..(i + 1) * gh];
-                        math::gru_forward(
+                    let g_row = &mut gates_t[i * gh..(i + 1) * gh];
+                    match kind {
+                        CellKind::Tanh | CellKind::Relu => {
+                            math::rnn_forward(kind, g_row, &mut h_next_s[row])
+                        }
+                        CellKind::Lstm => math::lstm_forward(
                             g_row,
-                            r_row,
-                            &h_prev[row.clone()],
-                            &mut h_next_s[row.clone()],
-                        );
-                        hn_t[row].copy_from_slice(&r_row[2 * h..]);
+                            &c_prev[row.clone()],
+                            &mut c_next[row.clone()],
+                            &mut h_next_s[row],
+                        ),
+                        CellKind::Gru => {
+                            let r_row = &rec[i * gh..(i + 1) * gh];
+                            math::gru_forward(
+                                g_row,
+                                r_row,
+                                &h_prev[row.clone()],
+                                &mut h_next_s[row.clone()],
+                            );
+                            hn_t[row].copy_from_slice(&r_row[2 * h..]);
+                        }
                     }
                 }
             }
@@ -630,34 +637,40 @@ impl<F: Scalar> DirectionParams<F> {
             } else {
                 &mut [][..]
             };
-            for i in 0..rows {
-                if !is_active(lengths, t, blk.b0 + i) {
-                    continue; // the state was carried: dh, dc pass through unchanged
-                }
-                let row = i * h..(i + 1) * h;
-                let gate_row = i * gh..(i + 1) * gh;
-                let acts = &acts_t[gate_row.clone()];
-                let dg_row = &mut dg_t[gate_row.clone()];
-                match kind {
-                    CellKind::Tanh | CellKind::Relu => {
-                        math::rnn_backward(kind, acts, &mut dh_s[row], dg_row)
+            let vanilla = matches!(kind, CellKind::Tanh | CellKind::Relu);
+            if vanilla && (0..rows).all(|i| is_active(lengths, t, blk.b0 + i)) {
+                // One call for the block, as in the forward pass.
+                math::rnn_backward(kind, acts_t, dh_s, dg_t);
+            } else {
+                for i in 0..rows {
+                    if !is_active(lengths, t, blk.b0 + i) {
+                        continue; // the state was carried: dh, dc pass through unchanged
                     }
-                    CellKind::Lstm => math::lstm_backward(
-                        acts,
-                        &c_prev_t[row.clone()],
-                        &c_t[row.clone()],
-                        &mut dh_s[row.clone()],
-                        &mut dc_s[row],
-                        dg_row,
-                    ),
-                    CellKind::Gru => math::gru_backward(
-                        acts,
-                        &hn_t[row.clone()],
-                        &h_prev_t[row.clone()],
-                        &mut dh_s[row],
-                        dg_row,
-                        &mut dr_t[gate_row],
-                    ),
+                    let row = i * h..(i + 1) * h;
+                    let gate_row = i * gh..(i + 1) * gh;
+                    let acts = &acts_t[gate_row.clone()];
+                    let dg_row = &mut dg_t[gate_row.clone()];
+                    match kind {
+                        CellKind::Tanh | CellKind::Relu => {
+                            math::rnn_backward(kind, acts, &mut dh_s[row], dg_row)
+                        }
+                        CellKind::Lstm => math::lstm_backward(
+                            acts,
+                            &c_prev_t[row.clone()],
+                            &c_t[row.clone()],
+                            &mut dh_s[row.clone()],
+                            &mut dc_s[row],
+                            dg_row,
+                        ),
+                        CellKind::Gru => math::gru_backward(
+                            acts,
+                            &hn_t[row.clone()],
+                            &h_prev_t[row.clone()],
+                            &mut dh_s[row],
+                            dg_row,
+                            &mut dr_t[gate_row],
+                        ),
+                    }
                 }
             }
             // dh_{t−1} = (direct part left in dh) + dG_t·W_hh   (Bb, G·H)·(G·H, H)
