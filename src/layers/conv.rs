@@ -21,7 +21,10 @@
 //!   channels last `(H·W, C_in)`: there the values of one kernel tap (and, with one group and no
 //!   dilation, of a whole kernel row) are contiguous. Its columns come out in `(i, j, c)` order
 //!   and are put back in PyTorch's `(c, i, j)` order once, when the gradient is added to `W`.
-//!   The forward pass stores the input channels last for this (instead of a plain copy).
+//!   The forward pass stores the input channels last for this (instead of a plain copy); for a
+//!   stride-1 convolution of one group with a multiple of 16 input channels it stores it
+//!   zero-padded as well, and the product reads `cols_gᵀ` there in place, in blocks of 16
+//!   channels of one tap (`gemm::gemm_column_blocks`), with no gather at all.
 //!
 //! How the products read `cols` (`Lowering`), fastest first:
 //!
