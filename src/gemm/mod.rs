@@ -63,13 +63,7 @@ fn gemm_with<F: Scalar>(
 ) {
     let (m, k) = a.dim();
     let (k2, n) = b.dim();
-    assert!(
-        k == k2 && c.dim() == (m, n),
-        "gemm: A {:?} · B {:?} does not fit C {:?}",
-        a.dim(),
-        b.dim(),
-        c.dim()
-    );
+    assert_fits("gemm", a.dim(), (k2, n), c.dim());
     if m == 0 || n == 0 {
         return;
     }
@@ -186,6 +180,15 @@ fn kernel<F: Scalar>(
     }
 }
 
+/// Panics unless `A: a`, `B: b` and `C: c` (shapes) fit `C = A·B`: the message names `op` and
+/// the three shapes (a mismatch here is a bug in skipgate; layers check user-facing shapes).
+pub(crate) fn assert_fits(op: &str, a: (usize, usize), b: (usize, usize), c: (usize, usize)) {
+    assert!(
+        a.1 == b.0 && c == (a.0, b.1),
+        "{op}: A {a:?} · B {b:?} does not fit C {c:?}"
+    );
+}
+
 /// Whether a product with left operand `a` runs on the crate's AVX-512 kernel: for f32 where
 /// the CPU has it, when `a`'s rows are contiguous or `a` is small enough to copy (a weight
 /// matrix used transposed). A large transposed `a` (the weight gradients of a recurrent layer)
@@ -211,13 +214,7 @@ pub fn gemm_rows<F: Scalar>(
     c: ArrayViewMut2<'_, F>,
     mut row: impl FnMut(usize, &mut [F]),
 ) {
-    assert!(
-        a.ncols() == k && c.dim() == (a.nrows(), n),
-        "gemm_rows: A {:?} · B {:?} does not fit C {:?}",
-        a.dim(),
-        (k, n),
-        c.dim()
-    );
+    assert_fits("gemm_rows", a.dim(), (k, n), c.dim());
     if takes_packed_kernel(&a) {
         packed::gemm_rows_f32(a, (k, n), beta, c, row);
         return;
@@ -252,13 +249,7 @@ pub fn gemm_offset_rows<F: Scalar>(
     c: ArrayViewMut2<'_, F>,
 ) {
     let k = offsets.len();
-    assert!(
-        a.ncols() == k && c.dim() == (a.nrows(), n),
-        "gemm_offset_rows: A {:?} · B {:?} does not fit C {:?}",
-        a.dim(),
-        (k, n),
-        c.dim()
-    );
+    assert_fits("gemm_offset_rows", a.dim(), (k, n), c.dim());
     assert!(
         offsets.iter().all(|&o| o + n + ROW_SLACK <= base.len()),
         "gemm_offset_rows: a row of B and its slack run past the end of its {} values",
@@ -295,15 +286,11 @@ pub fn gemm_column_blocks<F: Scalar>(
     c: ArrayViewMut2<'_, F>,
 ) {
     let k = a.ncols();
+    assert_fits("gemm_column_blocks", a.dim(), (k, n), c.dim());
     assert!(
-        c.dim() == (a.nrows(), n)
-            && n.is_multiple_of(COLUMN_BLOCK)
-            && blocks.len() == n / COLUMN_BLOCK,
-        "gemm_column_blocks: A {:?} · B {:?} in {} blocks does not fit C {:?}",
-        a.dim(),
-        (k, n),
-        blocks.len(),
-        c.dim()
+        n.is_multiple_of(COLUMN_BLOCK) && blocks.len() == n / COLUMN_BLOCK,
+        "gemm_column_blocks: B with {n} columns is not read in {} blocks of {COLUMN_BLOCK}",
+        blocks.len()
     );
     let last_row = k.saturating_sub(1) * stride;
     assert!(

@@ -25,7 +25,7 @@ pub const NR: usize = 32;
 const MR: usize = 8;
 /// Steps of the inner dimension per pass over `C`: an `MR × KC` block of `A` and a `KC × NR`
 /// piece of a panel (32 KiB) stay in the first-level cache.
-pub(crate) const KC: usize = 256;
+const KC: usize = 256;
 
 /// `B (k, n)`, packed for [`PackedRhs::add_product`].
 #[derive(Clone, Debug)]
@@ -70,13 +70,7 @@ impl<F: Scalar> PackedRhs<F> {
     /// If the shapes do not agree (a bug in the caller, as for [`super::gemm`]).
     pub fn add_product(&self, a: ArrayView2<'_, F>, mut c: ArrayViewMut2<'_, F>, threaded: bool) {
         let (m, k) = a.dim();
-        assert!(
-            k == self.k && c.dim() == (m, self.n),
-            "packed product: A {:?} · B {:?} does not fit C {:?}",
-            a.dim(),
-            (self.k, self.n),
-            c.dim()
-        );
+        super::assert_fits("packed product", a.dim(), (self.k, self.n), c.dim());
         let panels = match &self.kind {
             Packing::Plain(b) => {
                 let product = if threaded {

@@ -897,8 +897,8 @@ impl Geom {
                 let w = mat(w, self.oc, self.k());
                 return planes.correlate(w, x_n, (self.oh, ow), bias, y_n);
             }
-            Lowering::Pointwise => &[][..],
-            Lowering::Columns(spans) => spans,
+            Lowering::Pointwise => None,
+            Lowering::Columns(spans) => Some(spans),
         };
         let beta = match bias {
             Some(b) => {
@@ -913,11 +913,11 @@ impl Geom {
         for grp in 0..self.groups {
             let w_g = mat(&w[grp * ocg * kg..], ocg, kg);
             let mut y_g = mat_mut(&mut y_n[grp * ocg * l..], ocg, l);
-            if self.pointwise() {
-                // cols_g is the image's channels of group g, as they are: (C/G, H·W).
+            let Some(spans) = spans else {
+                // Pointwise: cols_g is the image's channels of group g, as they are: (C/G, H·W).
                 gemm(F::one(), w_g, mat(&x_n[grp * kg * l..], kg, l), beta, y_g);
                 continue;
-            }
+            };
             for first in (0..self.oh).step_by(strip_rows) {
                 let strip = first..(first + strip_rows).min(self.oh);
                 let cols = strip.start * ow..strip.end * ow;
